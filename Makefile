@@ -1,0 +1,51 @@
+# nanoLLM development commands. `make help` lists them.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Pinned CPU torch for this machine and CI; GPU users may install their own build first.
+CONSTRAINTS := constraints.txt
+
+.DEFAULT_GOAL := help
+.PHONY: help install generate test test-slow lint format bench bench-decode bench-train demo-model clean
+
+help:  ## list targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "} {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: an open range would pull a multi-GB CUDA build on a CPU machine.
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) torch
+	$(BIN)/pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install nanollm with dev tools
+
+generate: install  ## generate text from the shipped demo model
+	$(BIN)/gpt-generate --prompt "$(or $(PROMPT),ROMEO:)" --max-tokens 200
+
+test: install  ## run the test suite (fast; slow tests: make test-slow)
+	$(BIN)/pytest -q
+
+test-slow: install  ## run only the slow tests (long training, soak)
+	$(BIN)/pytest -q -m slow
+
+lint: install  ## ruff check
+	$(BIN)/ruff check .
+
+format: install  ## ruff format + autofix
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: bench-decode bench-train  ## all benchmarks (against transformers, same run)
+
+bench-decode: install  ## greedy decode tokens/s vs transformers generate()
+	$(BIN)/python bench/decode.py
+
+bench-train: install  ## training tokens/s and MFU vs a transformers loop
+	$(BIN)/python bench/train.py
+
+clean:  ## remove caches and build output (keeps .venv)
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,200 @@
+"""The nanoLLM checkpoint folder: read, write atomically, validate.
+
+    <dir>/config.json          {"format": "nanollm-checkpoint", "version": 1, "model": {...},
+                                "tokenizer": "gpt2", "provenance": {...}}
+    <dir>/model.safetensors    weights (nanoGPT names; the tied lm_head.weight is not stored)
+    <dir>/trainer_state.pt     optional: optimizer, step, RNG states, data cursor
+                               (plain tensors and containers only; loaded with weights_only=True)
+
+A save writes a temporary sibling folder and renames it into place, so a crash mid-save never
+leaves a half-written checkpoint where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from nanollm.config import ConfigError, ModelConfig
+
+FORMAT = "nanollm-checkpoint"
+VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TRAINER_STATE_FILE = "trainer_state.pt"
+# Prefixes that wrappers add to parameter names: torch.compile and DDP/FSDP.
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+TIED_KEY = "lm_head.weight"
+EMBEDDING_KEY = "transformer.wte.weight"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, corrupt or does not match its config; names the file."""
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    tokenizer: str = "gpt2"
+    provenance: dict[str, Any] = field(default_factory=dict)
+    trainer_state: dict[str, Any] | None = None
+    path: Path | None = None
+
+
+def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip `_orig_mod.` / `module.` prefixes anywhere in a name; drop the tied output weight."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
+        if name == TIED_KEY:
+            continue
+        out[name] = tensor
+    return out
+
+
+def is_checkpoint_dir(path: str | Path) -> bool:
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+        return False
+    try:
+        return json.loads((path / CONFIG_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _replace_dir_atomically(tmp: Path, final: Path) -> None:
+    """Move tmp to final; an existing final is moved aside first and removed only afterwards."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_checkpoint(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor],
+    config: ModelConfig,
+    *,
+    tokenizer: str | None = None,
+    provenance: dict[str, Any] | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint folder atomically and return its path."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir()
+    try:
+        weights = {k: v.detach().to("cpu").contiguous() for k, v in
+                   clean_state_dict(state_dict).items()}
+        save_file(weights, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": config.to_dict(),
+            "tokenizer": tokenizer or config.tokenizer,
+            "provenance": provenance or {},
+        }
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+        _replace_dir_atomically(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    """Parse and validate config.json; returns the model config and the whole metadata."""
+    cfg_path = Path(path) / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing (a checkpoint folder needs {CONFIG_FILE})")
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{cfg_path}: not a nanoLLM checkpoint config (format != {FORMAT!r})")
+    if meta.get("version", 0) > VERSION:
+        raise CheckpointError(f"{cfg_path}: version {meta['version']} is newer than this nanoLLM "
+                              f"reads ({VERSION}); upgrade nanollm-gpt")
+    try:
+        config = ModelConfig.from_dict(meta.get("model", {}))
+    except ConfigError as exc:
+        raise CheckpointError(f"{cfg_path}: invalid model config: {exc}") from exc
+    return config, meta
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read model.safetensors with an error that names the file."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
+
+
+def check_state_dict(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                     source: Path | str) -> None:
+    """Compare names and shapes against a freshly built model's state dict."""
+    want = {k: tuple(v.shape) for k, v in clean_state_dict(expected).items()}
+    have = {k: tuple(v.shape) for k, v in state_dict.items()}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not match the config: missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]}")
+    for name, shape in want.items():
+        if have[name] != shape:
+            raise CheckpointError(f"{source}: {name} has shape {have[name]}, the config "
+                                  f"expects {shape}")
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
+    """trainer_state.pt, or None when absent. Only tensors and plain containers unpickle."""
+    state_path = Path(path) / TRAINER_STATE_FILE
+    if not state_path.is_file():
+        return None
+    try:
+        return torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
+        raise CheckpointError(f"{state_path}: corrupt or not loadable with weights_only=True "
+                              f"({exc})") from exc
+
+
+def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Checkpoint:
+    """Read a checkpoint folder; weights are checked against config.json before returning."""
+    from nanollm.model import GPT  # local: model imports nothing from here, keep it that way
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint folder")
+    config, meta = read_checkpoint_config(path)
+    state_dict = load_state_dict_file(path / WEIGHTS_FILE)
+    with torch.device("meta"):
+        expected = GPT(config).state_dict()
+    check_state_dict(state_dict, expected, path / WEIGHTS_FILE)
+    return Checkpoint(
+        config=config,
+        state_dict=state_dict,
+        tokenizer=meta.get("tokenizer", config.tokenizer),
+        provenance=meta.get("provenance", {}),
+        trainer_state=load_trainer_state(path) if with_trainer_state else None,
+        path=path,
+    )
