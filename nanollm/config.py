@@ -176,7 +176,8 @@ class TrainingConfig(BaseConfig):
 
     model: ModelConfig = field(default_factory=ModelConfig)
     # data
-    data_path: str | None = option(None, "text file, folder, http(s) URL or prepared dataset folder")
+    data_path: str | None = option(None, "text file, folder, http(s) URL or prepared dataset "
+                                          "folder")
     data_dir: str = option("data", "where prepared datasets are written")
     train_val_split: float = option(0.1, "fraction of the text held out for validation",
                                     min=0.0, max=0.5, min_exclusive=True)
@@ -215,6 +216,10 @@ class TrainingConfig(BaseConfig):
     fsdp: bool = option(False, "shard with FSDP instead of DDP (GPU)")
     num_threads: int | None = option(None, "torch threads per rank (default: cores / ranks)",
                                      min=1)
+    peak_flops: float | None = option(None, "peak FLOP/s of one device for MFU (default: the GPU "
+                                      "table; CPU: 9e10 (fp32) or 2e11 (bf16) per thread)", min=0.0,
+                                      min_exclusive=True)
+    progress: bool = option(True, "show a progress bar with ETA on the console (rank 0)")
     # logging integrations
     wandb_log: bool = option(False, "log to Weights & Biases (needs wandb installed)")
     wandb_project: str = option("nanollm", "W&B project")
@@ -249,7 +254,9 @@ class GenerationConfig(BaseConfig):
     frequency_penalty: float = option(0.0, "subtract per occurrence (OpenAI)", min=-2.0, max=2.0)
     seed: int | None = option(None, "random seed for this request (reproducible output)", min=0,
                               max=2**63 - 1)
-    stop_sequences: list[str] = option(default_factory=list, help="stop at any of these strings")
+    # option() returns a dataclasses.field with default_factory, so nothing mutable is shared.
+    stop_sequences: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="stop at any of these strings")
     num_samples: int = option(1, "independent samples, generated as one batch", min=1, max=256)
     logprobs: bool = option(False, "return the log-probability of each chosen token")
     stop_at_eos: bool = option(True, "finish when the model emits <|endoftext|>")

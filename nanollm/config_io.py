@@ -37,7 +37,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid {path.suffix.lstrip('.')}: {exc}") from exc
+        kind = path.suffix.lstrip(".")
+        raise ConfigError(f"config file {path} is not valid {kind}: {exc}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

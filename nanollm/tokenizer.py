@@ -17,7 +17,9 @@ from typing import Protocol
 import tiktoken
 
 # The regex GPT-2 splits text with before BPE (tiktoken's r50k pattern, identical to OpenAI's).
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_PATTERN = (
+    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+)
 ENDOFTEXT = "<|endoftext|>"
 
 
@@ -121,11 +123,12 @@ class ByteTokenizer:
 _TOKENIZERS = {"gpt2": GPT2Tokenizer, "byte": ByteTokenizer, "char": ByteTokenizer}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_tokenizer(name: str = "gpt2") -> Tokenizer:
     """The tokenizer a checkpoint or dataset names ('gpt2', 'byte' or 'char')."""
     try:
         cls = _TOKENIZERS[name]
     except KeyError:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(_TOKENIZERS)}") from None
+        choices = sorted(_TOKENIZERS)
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {choices}") from None
     return cls()

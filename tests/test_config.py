@@ -43,8 +43,8 @@ def test_invalid_values_name_field_and_range(cls, kwargs, message) -> None:
 
 
 def test_unknown_key_suggests_the_closest_field() -> None:
-    with pytest.raises(ConfigError, match="unknown TrainingConfig field 'learning_rat'.*"
-                                          "did you mean 'learning_rate'"):
+    with pytest.raises(ConfigError, match=r"unknown TrainingConfig field 'learning_rat'.*"
+                                          r"did you mean 'learning_rate'"):
         TrainingConfig.from_dict({"learning_rat": 1.0})
 
 
