@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -79,7 +80,12 @@ def _replace_dir_atomically(tmp: Path, final: Path) -> None:
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:  # put the previous checkpoint back rather than leave nothing
+            os.replace(old, final)
+        raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -166,16 +172,32 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], expected: dict[str, to
                                   f"expects {shape}")
 
 
+def torch_load_safe(path: Path) -> Any:
+    """torch.load(weights_only=True); a file that needs full unpickling or is damaged raises a
+    CheckpointError that names the file and the offending class (never a fallback)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError, EOFError... depending on damage
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found or "weights_only" in str(exc).lower():
+            what = f"a pickled {found.group(1)}" if found else "pickled objects"
+            raise CheckpointError(
+                f"{path}: holds {what}, which only full unpickling could rebuild; nanoLLM loads "
+                "torch files only with torch.load(weights_only=True) (plain tensors, numbers, "
+                "strings, lists and dicts), because full unpickling can run arbitrary code"
+            ) from exc
+        raise CheckpointError(f"{path}: corrupt or not a torch file ({exc})") from exc
+
+
 def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
     """trainer_state.pt, or None when absent. Only tensors and plain containers unpickle."""
     state_path = Path(path) / TRAINER_STATE_FILE
     if not state_path.is_file():
         return None
-    try:
-        return torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt or unsafe pickles
-        raise CheckpointError(f"{state_path}: corrupt or not loadable with weights_only=True "
-                              f"({exc})") from exc
+    state = torch_load_safe(state_path)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{state_path}: expected a dict, got {type(state).__name__}")
+    return state
 
 
 def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Checkpoint:
