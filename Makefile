@@ -46,6 +46,17 @@ bench-decode: install  ## greedy decode tokens/s vs transformers generate()
 bench-train: install  ## training tokens/s and MFU vs a transformers loop
 	$(BIN)/python bench/train.py
 
+# The shipped demo model: trains into out/demo (a fresh run each time), then copies the final
+# weights and config into the package. config/train_demo.yaml holds every setting.
+DEMO_RUN := out/demo
+DEMO_DIR := nanollm/assets/demo
+
+demo-model: install  ## train the demo model (~25 min on 2 cores) and install it in nanollm/assets/demo
+	rm -rf $(DEMO_RUN)
+	$(BIN)/gpt-train --config config/train_demo.yaml --out-dir $(DEMO_RUN)
+	mkdir -p $(DEMO_DIR)
+	cp $(DEMO_RUN)/latest/model.safetensors $(DEMO_RUN)/latest/config.json $(DEMO_DIR)/
+
 clean:  ## remove caches and build output (keeps .venv)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from nanollm.checkpoint import save_checkpoint
-from nanollm.config import ModelConfig
+from nanollm.config import ModelConfig, TrainingConfig
 from nanollm.model import GPT
 
 # Tests never reach the network; transformers must not try.
@@ -50,3 +51,49 @@ def tiny_hf_dir(tmp_path: Path) -> Path:
     out = tmp_path / "tiny_hf"
     model.save_pretrained(out)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# trainer fixtures
+
+
+@pytest.fixture(scope="session")
+def byte_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared byte-level dataset folder: the first 64 KB of the bundled corpus."""
+    from nanollm.data import DataPreparer
+
+    root = tmp_path_factory.mktemp("byte_dataset")
+    corpus = Path(__file__).parent.parent / "nanollm" / "assets" / "corpus" / "shakespeare.txt"
+    text = root / "shakespeare_64k.txt"
+    text.write_bytes(corpus.read_bytes()[: 64 * 1024])
+    return DataPreparer("byte").prepare_data(text, output_dir=root / "data", block_size=32,
+                                             show_progress=False)
+
+
+@pytest.fixture
+def tiny_train_config(byte_dataset: Path, tmp_path: Path) -> Callable[..., TrainingConfig]:
+    """A factory of small, fast TrainingConfigs on byte_dataset writing under tmp_path."""
+
+    def make(**overrides: object) -> TrainingConfig:
+        model = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, tokenizer="byte",
+                     dropout=0.0)
+        model.update(overrides.pop("model", {}))  # type: ignore[arg-type]
+        args: dict[str, object] = dict(
+            data_path=str(byte_dataset), out_dir=str(tmp_path / "run"), max_iters=8,
+            batch_size=4, eval_interval=4, eval_iters=2, log_interval=1, warmup_iters=2,
+            learning_rate=3e-3, min_lr=3e-4, device="cpu", dtype="float32", progress=False,
+            seed=1234)
+        args.update(overrides)
+        return TrainingConfig(model=ModelConfig(**model), **args)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run a test on one torch thread: on a busy 2-core machine two spinning threads per op can
+    make small-model training ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

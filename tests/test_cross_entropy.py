@@ -1,0 +1,63 @@
+"""nanollm.cross_entropy gives F.cross_entropy's value and gradient without (N, V) temporaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nanollm.config import ModelConfig
+from nanollm.cross_entropy import cross_entropy
+from nanollm.model import GPT
+
+
+def reference(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = logits.detach().clone().requires_grad_()
+    loss = F.cross_entropy(x.float(), targets, ignore_index=-1)
+    loss.backward()
+    return loss.detach(), x.grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("n, v", [(5, 7), (70, 50257)])  # one chunk; several chunks
+def test_matches_pytorch(dtype: torch.dtype, n: int, v: int) -> None:
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(n, v)).to(dtype)
+    targets = torch.randint(0, v, (n,))
+    targets[::3] = -1  # ignored rows
+    ref_loss, ref_grad = reference(logits, targets)
+    x = logits.detach().clone().requires_grad_()
+    loss = cross_entropy(x, targets)
+    (2.5 * loss).backward()
+    assert loss.dtype == torch.float32
+    assert torch.equal(loss.detach(), ref_loss)  # the same reduction: bit for bit
+    assert x.grad.dtype == dtype
+    assert torch.allclose(x.grad.float(), 2.5 * ref_grad.float(), rtol=1e-2 if dtype ==
+                          torch.bfloat16 else 1e-5, atol=1e-9)
+    assert torch.all(x.grad[targets == -1] == 0)
+
+
+def test_all_ignored_is_nan_like_pytorch() -> None:
+    logits = torch.randn(4, 10)
+    targets = torch.full((4,), -1)
+    assert torch.isnan(cross_entropy(logits, targets))
+    assert torch.isnan(F.cross_entropy(logits, targets, ignore_index=-1))
+
+
+def test_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match=r"logits \(N, V\) and targets \(N,\)"):
+        cross_entropy(torch.randn(2, 3, 5), torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ValueError, match="targets"):
+        cross_entropy(torch.randn(4, 5), torch.zeros(3, dtype=torch.long))
+
+
+def test_model_training_loss_is_pytorch_cross_entropy_of_its_logits() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=300))
+    idx = torch.randint(0, 300, (2, 8))
+    targets = torch.randint(0, 300, (2, 8))
+    logits, loss = model(idx, targets)
+    expected = F.cross_entropy(logits.view(-1, 300), targets.view(-1), ignore_index=-1)
+    assert torch.equal(loss, expected)
+    loss.backward()
+    assert model.lm_head.weight.grad is not None

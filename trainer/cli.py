@@ -1,0 +1,92 @@
+"""gpt-train: train or fine-tune a GPT-2-family model.
+
+    gpt-train --data-path nanollm/assets/corpus/shakespeare.txt --tokenizer byte \\
+        --n-layer 4 --n-head 4 --n-embd 256 --block-size 128 --max-iters 2000 --out-dir out/tiny
+    gpt-train --config config/train_demo.yaml                 # flags given on the command line win
+    gpt-train --init-from resume --out-dir out/tiny           # continue exactly where it stopped
+    gpt-train --init-from models/gpt2 --data-path input.txt --learning-rate 3e-5   # fine-tune
+    torchrun --standalone --nproc_per_node=4 -m trainer.cli --config config/train_demo.yaml
+
+Precedence: defaults < (on resume: the run's saved settings) < --config file < flags given.
+Exit codes: 0 done (also after a graceful stop by SIGTERM/Ctrl-C), 2 bad configuration or input
+(nothing was started), 1 training failed. Guide: docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from nanollm.checkpoint import CheckpointError
+from nanollm.config import ConfigError, ModelConfig, TrainingConfig
+from nanollm.config_io import add_config_flags, flag_overrides
+from nanollm.dataset import DataError
+
+PROG = "gpt-train"
+# Errors about the user's settings or inputs: reported in one line, exit code 2.
+INPUT_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="FILE",
+                        help="YAML or JSON file of TrainingConfig fields (the model's under "
+                             "`model:`)")
+    parser.add_argument("--model-size", choices=sorted(ModelConfig.PRESETS),
+                        help="model shape of a GPT-2 size for a run from scratch (sets n_layer, "
+                             "n_head, n_embd; explicit --n-layer etc. win). To start from "
+                             "OpenAI's weights use --init-from gpt2 instead")
+    add_config_flags(parser.add_argument_group("training"), TrainingConfig)
+    add_config_flags(parser.add_argument_group(
+        "model (the shape for init_from=scratch; --dropout and a smaller --block-size also apply "
+        "when fine-tuning; the vocabulary always comes from the dataset)"), ModelConfig,
+        prefix="model.", skip=("vocab_size",))
+    return parser
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags the user gave, with --model-size expanded under any explicit shape flags."""
+    overrides = flag_overrides(args, TrainingConfig)
+    if args.model_size:
+        model = overrides.setdefault("model", {})
+        for key, value in ModelConfig.PRESETS[args.model_size].items():
+            model.setdefault(key, value)
+    return overrides
+
+
+def fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # The trainer modules load after parsing, so --help and flag errors answer quickly.
+    from trainer.preflight import check_config
+    from trainer.run_config import resolve_config
+
+    try:
+        cfg = resolve_config(args.config, overrides_from_args(args))
+        check_config(cfg)
+    except INPUT_ERRORS as exc:
+        return fail(str(exc), 2)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from trainer.loop import TrainingError, train
+
+    try:
+        train(cfg)
+    except INPUT_ERRORS as exc:
+        return fail(str(exc), 2)
+    except TrainingError as exc:
+        return fail(str(exc), 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

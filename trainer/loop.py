@@ -1,0 +1,345 @@
+"""The training loop: `train(cfg)` runs one training job (a process, or one rank under torchrun).
+
+    from nanollm.config import TrainingConfig, ModelConfig
+    from trainer import train
+    result = train(TrainingConfig(data_path="nanollm/assets/corpus/shakespeare.txt",
+                                  model=ModelConfig(n_layer=4, n_head=4, n_embd=128,
+                                                    block_size=128, tokenizer="byte"),
+                                  max_iters=200, out_dir="out/tiny"))
+
+Per optimizer step: lr from the schedule, forward/backward over this rank's micro-batches (the
+global batch is batch_size * gradient_accumulation_steps windows), clip, AdamW step. Every
+log_interval steps: a "step" event and log line (loss, lr, pre-clip grad norm, tokens/s, MFU);
+every eval_interval steps and at the end: mean train/val loss over eval_iters fixed batches,
+`latest/` saved and `best/` when val improved. SIGTERM/Ctrl-C: finish the step, save, stop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from nanollm.config import TrainingConfig
+from nanollm.dataset import PreparedDataset
+from nanollm.model import GPT
+from trainer.batches import BatchSampler, EvalBatches
+from trainer.checkpoints import RunCheckpoints
+from trainer.data_source import load_dataset
+from trainer.distributed import DistContext, init_distributed, is_fsdp, shutdown, wrap_model
+from trainer.events import EVENTS_FILE, EventLog
+from trainer.lr_schedule import LRSchedule
+from trainer.mfu import flops_per_token, mfu, peak_flops
+from trainer.model_init import (
+    StartPoint,
+    finetune_model,
+    init_kind,
+    load_pretrained,
+    resume_model_config,
+    resumed_model,
+    scratch_model,
+)
+from trainer.optimizer import configure_optimizer, decay_names
+from trainer.precision import Precision
+from trainer.preflight import check_config
+from trainer.progress import ProgressBar, RunLog
+from trainer.run_config import write_run_config
+from trainer.signals import GracefulStop
+from trainer.step import accumulate_gradients, optimizer_step, set_lr
+from trainer.wandb_logger import WandbLogger
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN); the message says what to change."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    step: int
+    best_val_loss: float
+    last_val_loss: float | None
+    interrupted: bool
+
+
+def train(cfg: TrainingConfig) -> TrainResult:
+    """Run a training job to max_iters (or until SIGTERM/Ctrl-C); see the module docstring."""
+    check_config(cfg)
+    ctx = init_distributed(cfg)
+    try:
+        return Trainer(cfg, ctx).run()
+    finally:
+        shutdown(ctx)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainingConfig, ctx: DistContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.out_dir = Path(cfg.out_dir)
+        main = ctx.is_main
+        self.log = RunLog(self.out_dir if main else None, console=main)
+        self.events = EventLog(self.out_dir / EVENTS_FILE if main else None)
+        self.wall_start = time.time()
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._fail(exc, step=0)
+            raise
+
+    # ------------------------------------------------------------------------------------------
+    # setup
+
+    def _setup(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.precision = Precision.create(cfg.dtype, ctx.device)
+        start, self.dataset = self._start_point()
+        self.model_source = start
+        raw: GPT = start.model.to(ctx.device)
+        self.raw_model = raw
+        self.block_size = raw.config.block_size
+        decay = decay_names(raw)
+        compiled: nn.Module = torch.compile(raw) if cfg.compile else raw
+        self.eval_model = compiled
+        self.model = wrap_model(compiled, ctx, cfg)
+        self.optimizer = configure_optimizer(
+            self.model, learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay,
+            betas=(cfg.beta1, cfg.beta2), device=ctx.device, decay=decay)
+        self.schedule = LRSchedule.from_config(cfg)
+        common = dict(block_size=self.block_size, batch_size=cfg.batch_size, rank=ctx.rank,
+                      world_size=ctx.world_size, seed=cfg.seed, device=ctx.device)
+        self.sampler = BatchSampler(self.dataset.train,
+                                    accumulation_steps=cfg.gradient_accumulation_steps, **common)
+        self.eval_sets = {
+            split: EvalBatches(data, eval_iters=cfg.eval_iters, split=split, **common)
+            for split, data in (("train", self.dataset.train), ("val", self.dataset.val))
+        }
+        self.run_config = cfg.replace(model=raw.config)
+        self.checkpoints = RunCheckpoints(
+            self.out_dir, ctx=ctx, model=self.model, raw_model=raw, optimizer=self.optimizer,
+            precision=self.precision, sampler=self.sampler, tokenizer=start.tokenizer,
+            provenance={"init_from": cfg.init_from, "source": start.source,
+                        "dataset": str(self.dataset.path),
+                        "dataset_sha256": self.dataset.meta.get("sha256")},
+            config=self.run_config.to_dict())
+        self.step, self.best_val_loss, self.tokens_seen = 0, math.inf, 0
+        if start.trainer_state is not None:
+            self.step, self.best_val_loss, self.tokens_seen, exact = self.checkpoints.restore(
+                start.trainer_state, cfg.seed)
+            if not exact:
+                self.log.info("note: the run was saved with another number of ranks; dropout "
+                              "random streams are reseeded (data order is unchanged)")
+        else:
+            torch.manual_seed(cfg.seed + 1 + ctx.rank)  # dropout: one stream per rank
+        self.tokens_per_step = cfg.batch_size * cfg.gradient_accumulation_steps * self.block_size
+        self.flops_per_token = flops_per_token(raw, self.block_size)
+        self.peak = cfg.peak_flops or peak_flops(ctx.device, self.precision.dtype)
+        self.wandb = WandbLogger(cfg, enabled=ctx.is_main)
+        if ctx.is_main:
+            write_run_config(self.run_config, self.out_dir)
+
+    def _start_point(self) -> tuple[StartPoint, PreparedDataset]:
+        """Model and dataset; a fine-tune loads weights first, since they name the tokenizer."""
+        cfg, kind = self.cfg, init_kind(self.cfg.init_from)
+        show = self.ctx.is_main and cfg.progress
+        if kind in ("preset", "path"):
+            start = load_pretrained(cfg)
+            dataset = load_dataset(cfg, start.tokenizer, start.model.config.block_size, self.ctx,
+                                   show_progress=show)
+            return finetune_model(start, dataset), dataset
+        if kind == "resume":
+            mc, tokenizer = resume_model_config(cfg)
+            dataset = load_dataset(cfg, tokenizer, mc.block_size, self.ctx, show_progress=show)
+            return resumed_model(cfg, dataset), dataset
+        dataset = load_dataset(cfg, cfg.model.tokenizer, cfg.model.block_size, self.ctx,
+                               show_progress=show)
+        return scratch_model(cfg, dataset), dataset
+
+    # ------------------------------------------------------------------------------------------
+    # the loop
+
+    def run(self) -> TrainResult:
+        try:
+            with GracefulStop() as stop:
+                self._start_event()
+                if self.cfg.eval_only:
+                    last_val = self._evaluate(save=False)
+                    return self._finish(last_val, interrupted=False, reason="eval_only")
+                last_val, stop_signal = self._loop(stop)
+                interrupted = stop_signal is not None
+                return self._finish(last_val, interrupted=interrupted, signal=stop_signal,
+                                    reason="interrupted" if interrupted else "completed")
+        except BaseException as exc:
+            self._fail(exc, step=self.step)
+            raise
+        finally:
+            self._close()
+
+    def _loop(self, stop: GracefulStop) -> tuple[float | None, str | None]:
+        """Steps until max_iters or a stop signal; `latest/` is always saved at the last step.
+        Returns (last val loss, the signal that stopped the run or None)."""
+        cfg = self.cfg
+        last_val: float | None = None
+        stop_signal: str | None = None
+        saved_at = self.step if self.step > 0 else -1  # a resumed step is already on disk
+        bar = ProgressBar(self.step, cfg.max_iters, enabled=self.ctx.is_main and cfg.progress)
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+        try:
+            while self.step < cfg.max_iters:
+                loss, norm, lr = self._train_step()
+                bar.update(1)
+                last = self.step == cfg.max_iters
+                if self.step % cfg.log_interval == 0 or last:
+                    bar.update(0, loss=self._log_step(loss, norm, lr)["loss"], lr=lr)
+                if self.step % cfg.eval_interval == 0 or last:
+                    last_val = self._evaluate(save=True)
+                    saved_at = self.step
+                if self.ctx.any(stop.requested):  # every rank stops at the same step
+                    stop_signal = stop.signal_name or "peer"
+                    break
+        finally:
+            bar.close()
+        if saved_at != self.step:
+            self._save(best=False, metrics={})
+        return last_val, stop_signal
+
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        lr = self.schedule(self.step)
+        set_lr(self.optimizer, lr)
+        micro_batches = self.sampler.next_step()
+        loss_sum = accumulate_gradients(self.model, micro_batches, self.precision)
+        norm = optimizer_step(self.model, self.optimizer, self.precision, self.cfg.grad_clip)
+        self.step += 1
+        self.tokens_seen += self.tokens_per_step
+        self._interval_steps += 1
+        return loss_sum, norm, lr
+
+    def _log_step(self, loss_sum: torch.Tensor, norm: torch.Tensor, lr: float) -> dict[str, Any]:
+        """Loss averaged over the whole global batch (all ranks), throughput over the interval."""
+        total = self.ctx.all_reduce_sum(loss_sum.clone()).item()
+        loss = total / self.cfg.gradient_accumulation_steps
+        if not math.isfinite(loss):
+            raise TrainingError(f"the training loss is {loss} at step {self.step}; lower the "
+                                "learning rate, use bfloat16 instead of float16, or clip "
+                                "gradients (grad_clip)")
+        elapsed = time.perf_counter() - self._interval_start
+        steps = max(self._interval_steps, 1)
+        tokens_per_sec = steps * self.tokens_per_step / max(elapsed, 1e-9)
+        util = mfu(self.flops_per_token, tokens_per_sec, self.peak, self.ctx.world_size) \
+            if self.peak else None
+        values = {"loss": loss, "lr": lr, "grad_norm": norm.item(),
+                  "tokens_per_sec": tokens_per_sec, "mfu": util,
+                  "step_time_ms": 1000 * elapsed / steps, "tokens": self.tokens_seen}
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+        self.events.emit("step", self.step, **values)
+        self.wandb.log({f"train/{k}": v for k, v in values.items()}, self.step)
+        mfu_text = f"{100 * util:.2f}%" if util is not None else "n/a"
+        self.log.info(f"step {self.step}/{self.cfg.max_iters} | loss {loss:.4f} | lr {lr:.3e} | "
+                      f"grad norm {values['grad_norm']:.3f} | {tokens_per_sec:,.0f} tok/s | "
+                      f"mfu {mfu_text} | {values['step_time_ms']:.1f} ms/step")
+        return values
+
+    @torch.no_grad()
+    def _estimate_loss(self) -> dict[str, float]:
+        """Mean loss over the fixed eval batches of each split (all ranks together)."""
+        # FSDP's sharded parameters exist only inside the wrapper; otherwise skip DDP's hooks.
+        model = self.model if is_fsdp(self.model) else self.eval_model
+        model.eval()
+        out = {}
+        for split, batches in self.eval_sets.items():
+            acc = torch.zeros(2, device=self.ctx.device)  # (sum of batch losses, batches)
+            for x, y, weight in batches.weighted():
+                with self.precision.autocast():
+                    _, loss = model(x, y)
+                acc += torch.stack([loss.float() * weight, torch.tensor(weight, device=acc.device)])
+            total, count = self.ctx.all_reduce_sum(acc).tolist()
+            out[split] = total / count
+        model.train()
+        return out
+
+    def _evaluate(self, *, save: bool) -> float:
+        losses = self._estimate_loss()
+        val = losses["val"]
+        improved = val < self.best_val_loss
+        if improved and save:
+            self.best_val_loss = val
+        self.events.emit("eval", self.step, train_loss=losses["train"], val_loss=val,
+                         best_val_loss=min(self.best_val_loss, val), improved=improved)
+        self.wandb.log({"eval/train_loss": losses["train"], "eval/val_loss": val}, self.step)
+        self.log.info(f"eval step {self.step}: train loss {losses['train']:.4f}, val loss "
+                      f"{val:.4f}" + (" (best so far)" if improved else
+                                      f" (best {self.best_val_loss:.4f})"))
+        if save:
+            self._save(best=improved, metrics={"train_loss": losses["train"], "val_loss": val})
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+        return val
+
+    def _save(self, *, best: bool, metrics: dict[str, Any]) -> None:
+        written = self.checkpoints.save(step=self.step, best_val_loss=self.best_val_loss,
+                                        tokens_seen=self.tokens_seen, best=best, metrics=metrics)
+        for path in written:
+            self.events.emit("checkpoint", self.step, path=str(path), kind=path.name,
+                             val_loss=metrics.get("val_loss"))
+            self.log.info(f"saved {path}")
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+
+    # ------------------------------------------------------------------------------------------
+    # events
+
+    def _start_event(self) -> None:
+        cfg, raw = self.cfg, self.raw_model
+        info = {
+            "init_from": cfg.init_from, "source": self.model_source.source,
+            "resumed": self.model_source.kind == "resume", "max_iters": cfg.max_iters,
+            "world_size": self.ctx.world_size, "device": str(self.ctx.device),
+            "dtype": self.precision.name, "threads": torch.get_num_threads(),
+            "num_params": raw.get_num_params(), "tokens_per_step": self.tokens_per_step,
+            "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
+            "dataset": str(self.dataset.path), "tokenizer": self.model_source.tokenizer,
+            "train_tokens": len(self.dataset.train), "val_tokens": len(self.dataset.val),
+            "config": self.run_config.to_dict(),
+        }
+        self.events.emit("start", self.step, **info)
+        c = raw.config
+        self.log.info(
+            f"{'resuming at step ' + str(self.step) if info['resumed'] else 'starting'}: "
+            f"{info['num_params'] / 1e6:.2f}M params ({c.n_layer} layers, {c.n_head} heads, "
+            f"{c.n_embd} wide, block {c.block_size}, vocab {c.vocab_size}, "
+            f"{info['tokenizer']}) from {info['source']}; {self.ctx.world_size} rank(s) on "
+            f"{info['device']}, {info['dtype']}, {info['threads']} thread(s); "
+            f"{self.tokens_per_step:,} tokens/step; data {info['dataset']} "
+            f"({info['train_tokens']:,} train / {info['val_tokens']:,} val tokens)")
+
+    def _finish(self, last_val: float | None, *, interrupted: bool, reason: str,
+                signal: str | None = None) -> TrainResult:
+        elapsed = time.time() - self.wall_start
+        self.events.emit("end", self.step, reason=reason, interrupted=interrupted,
+                         signal=signal, best_val_loss=self.best_val_loss, last_val_loss=last_val,
+                         elapsed_s=round(elapsed, 2), checkpoint=str(self.out_dir / "latest"))
+        what = f"interrupted by {signal}" if interrupted else reason
+        self.log.info(f"done ({what}) at step {self.step} in {elapsed:.1f} s; best val loss "
+                      f"{self.best_val_loss:.4f}")
+        return TrainResult(self.out_dir, self.step, self.best_val_loss, last_val, interrupted)
+
+    def _fail(self, exc: BaseException, step: int) -> None:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            message = type(exc).__name__
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        self.events.emit("error", step, message=message, error_type=type(exc).__name__)
+        if not isinstance(exc, KeyboardInterrupt | SystemExit):
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            self.log.file_only(detail.rstrip())
+        self._close()
+
+    def _close(self) -> None:
+        if hasattr(self, "wandb"):
+            self.wandb.finish()
+        self.events.close()
+        self.log.close()

@@ -1,0 +1,53 @@
+"""The configuration of a run: file + flags, and on resume the run's own saved configuration.
+
+Precedence: defaults < the saved config of the run being resumed < --config file < flags given.
+So `gpt-train --init-from resume --out-dir out/x` continues with exactly the settings the run
+had, and any flag given (e.g. a larger --max-iters) changes just that setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nanollm.checkpoint import is_checkpoint_dir, read_checkpoint_config
+from nanollm.config import TrainingConfig
+from nanollm.config_io import build_config, merge_dicts, read_config_file
+
+RUN_CONFIG_FILE = "train_config.yaml"
+
+
+def saved_train_config(checkpoint_dir: Path) -> dict[str, Any] | None:
+    """The TrainingConfig a checkpoint was written with (kept in its provenance)."""
+    if not is_checkpoint_dir(checkpoint_dir):
+        return None
+    _, meta = read_checkpoint_config(checkpoint_dir)
+    saved = meta.get("provenance", {}).get("train_config")
+    return saved if isinstance(saved, dict) else None
+
+
+def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> TrainingConfig:
+    """build_config, plus the resumed run's saved settings underneath when init_from=resume."""
+    cfg = build_config(TrainingConfig, path, overrides)
+    if cfg.init_from != "resume":
+        return cfg
+    saved = saved_train_config(Path(cfg.out_dir) / "latest")
+    if saved is None:
+        return cfg  # preflight reports the missing checkpoint
+    given = merge_dicts(read_config_file(path) if path else {}, overrides)
+    merged = merge_dicts(saved, given)
+    merged["init_from"] = "resume"
+    merged["out_dir"] = cfg.out_dir
+    return TrainingConfig.from_dict(merged)
+
+
+def write_run_config(cfg: TrainingConfig, out_dir: str | Path) -> Path:
+    """`<out_dir>/train_config.yaml`: the resolved settings; `gpt-train --config` reads it."""
+    path = Path(out_dir) / RUN_CONFIG_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Resolved configuration of this run (gpt-train --config reads it).\n"
+    text += yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+    return path
