@@ -58,64 +58,71 @@ def _version(t: torch.Tensor) -> int:
 
 
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same training forward) plus a packed inference weight.
+    """nn.Linear (same parameters, same training forward) plus a fast inference call on CPU.
 
-    `pack()` keeps a second copy of the weight in oneDNN's blocked layout; `infer(x)` then runs
-    oneDNN's matmul on it, optionally with GELU fused. On a 2-core Zen 4 this reads GPT-2's
-    768x3072 matrices at 24-25 GB/s where MKL's `F.linear` reaches 10-15 GB/s. The copy costs as
-    much memory as the weight; it is rebuilt when the weight changes (an in-place update bumps
-    the tensor version, `.to()` moves its storage) and dropped by `unpack()`.
+    After `enable_onednn()`, `infer(x)` runs oneDNN's matmul (the kernel torch.compile uses for
+    CPU linears), with GELU fused when asked. On a 2-core Zen 4 it reads GPT-2's weights at
+    24-31 GB/s where `F.linear` (MKL) reaches 10-15 GB/s. With `pack=True` it also keeps a copy
+    of the weight in oneDNN's blocked layout, about 1.4x faster again from two input rows up,
+    at the cost of as much memory as the weight. The copy is rebuilt when the weight changes (an
+    in-place update bumps the tensor version; `.to()` moves its storage).
     """
 
     # oneDNN picks the blocked layout for an expected number of input rows; 8 suits decode
-    # batches (1 to 32 rows measured) and still serves a prefill of hundreds of rows.
+    # batches (2 to 32 rows measured) and still serves a prefill of hundreds of rows.
     PACK_ROWS_HINT = 8
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
+        self.onednn = False
         self.packed_weight: torch.Tensor | None = None
         self._packed_key: tuple[int, ...] = ()
+
+    def enable_onednn(self, pack: bool = True) -> bool:
+        """Use oneDNN in infer() (and pack the weight); False where it cannot run."""
+        self.disable_onednn()
+        self.onednn = onednn_linear_available(self.weight.device, self.weight.dtype)
+        if self.onednn and pack:
+            self._pack()
+        return self.onednn
+
+    def disable_onednn(self) -> None:
+        """Back to F.linear; frees the packed copy."""
+        self.onednn = False
+        self.packed_weight = None
+        self._packed_key = ()
 
     def _weight_key(self) -> tuple[int, ...]:
         w, b = self.weight, self.bias
         key = (w.data_ptr(), _version(w))
         return key if b is None else (*key, b.data_ptr(), _version(b))
 
-    def pack(self) -> bool:
-        """Build the oneDNN copy of the weight; False (nothing built) where oneDNN cannot run."""
-        w = self.weight
-        if not onednn_linear_available(w.device, w.dtype):
-            self.unpack()
-            return False
-        with torch.no_grad():
-            self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
-                w.detach(), self.PACK_ROWS_HINT)
+    def _pack(self) -> None:
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
+            self.weight.detach(), self.PACK_ROWS_HINT)
         self._packed_key = self._weight_key()
-        return True
-
-    def unpack(self) -> None:
-        self.packed_weight = None
-        self._packed_key = ()
 
     def infer(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
-        """x: (..., in) -> (..., out), with GPT-2's tanh GELU applied when `gelu`."""
-        if self.packed_weight is not None and self._packed_key != self._weight_key():
-            self.pack()  # the weight changed since it was packed
-        if self.packed_weight is not None and x.dtype == self.weight.dtype:
+        """x: (..., in) -> (..., out), with GPT-2's tanh GELU applied when `gelu`. No autograd."""
+        w = self.weight
+        if self.onednn and w.is_cpu and x.dtype == w.dtype:
+            if self.packed_weight is not None and self._packed_key != self._weight_key():
+                self._pack()  # the weight changed since it was packed
             # One input row (batch-1 decode) reads the plain (out, in) weight a little faster
             # than the blocked copy, which wins from two rows up.
-            w = self.weight.detach() if x.numel() == x.shape[-1] else self.packed_weight
+            if self.packed_weight is not None and x.numel() != x.shape[-1]:
+                w = self.packed_weight
+            b = None if self.bias is None else self.bias.detach()
             return torch.ops.mkldnn._linear_pointwise(
-                x, w, self.bias, "gelu" if gelu else "none", [], "tanh" if gelu else "")
-        y = F.linear(x, self.weight, self.bias)
+                x, w.detach(), b, "gelu" if gelu else "none", [], "tanh" if gelu else "")
+        y = F.linear(x, w, self.bias)
         return F.gelu(y, approximate="tanh") if gelu else y
 
     def __getstate__(self) -> dict:
         # The packed copy is an opaque oneDNN tensor that cannot be copied or pickled;
-        # copies start unpacked and pack again on prepare_for_inference().
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        state = dict(state)
-        state["packed_weight"], state["_packed_key"] = None, ()
+        # copies start without it and pack again on prepare_for_inference().
+        state = dict(super().__getstate__())
+        state["onednn"], state["packed_weight"], state["_packed_key"] = False, None, ()
         return state
 
 
@@ -270,25 +277,23 @@ class GPT(nn.Module):
 
     def train(self, mode: bool = True) -> GPT:
         if mode:
-            self._unpack()  # weights will change; free the inference copies
+            for m in self._linears():
+                m.disable_onednn()  # weights will change; free the inference copies
         return super().train(mode)
 
     # ------------------------------------------------------------------------------------------
     # inference path
 
     def prepare_for_inference(self, pack_weights: bool = True) -> GPT:
-        """eval(), and on CPU a oneDNN-packed copy of every Linear weight for forward_cached.
+        """eval(), and on CPU the oneDNN kernels for forward_cached (see Linear).
 
-        The packed copies roughly halve the decode step on CPU (docs/performance.md) and take as
-        much memory again as the Linear weights; pack_weights=False skips them. They are rebuilt
-        if the weights change and freed by train().
+        pack_weights keeps a blocked copy of every Linear weight: about 1.4x faster decode from
+        batch 2 up (docs/performance.md), for as much memory again as the Linear weights. They are
+        rebuilt if the weights change and freed by train().
         """
         self.eval()
-        if pack_weights:
-            for m in self._linears():
-                m.pack()
-        else:
-            self._unpack()
+        for m in self._linears():
+            m.enable_onednn(pack=pack_weights)
         return self
 
     @property
@@ -298,10 +303,6 @@ class GPT(nn.Module):
 
     def _linears(self) -> list[Linear]:
         return [m for m in self.modules() if isinstance(m, Linear)]
-
-    def _unpack(self) -> None:
-        for m in self._linears():
-            m.unpack()
 
     def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
         """An empty KV cache for `batch_size` rows of up to `max_len` (default block_size)."""

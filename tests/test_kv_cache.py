@@ -14,16 +14,21 @@ from nanollm.model import GPT
 ATOL = 1e-5
 
 
-def make_model(pack_weights: bool = True, dtype: torch.dtype = torch.float32) -> GPT:
+def make_model(mode: str = "packed", dtype: torch.dtype = torch.float32) -> GPT:
+    """mode: 'packed' (the default inference setup), 'plain' (oneDNN on the plain weights) or
+    'eval' (not prepared: F.linear everywhere)."""
     torch.manual_seed(0)
     config = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=101,
                          dropout=0.0, tokenizer="byte")
-    return GPT(config).to(dtype).prepare_for_inference(pack_weights=pack_weights)
+    model = GPT(config).to(dtype)
+    if mode == "eval":
+        return model.eval()
+    return model.prepare_for_inference(pack_weights=mode == "packed")
 
 
-@pytest.fixture(params=[True, False], ids=["packed", "unpacked"])
+@pytest.fixture(params=["packed", "plain", "eval"])
 def model(request: pytest.FixtureRequest) -> GPT:
-    return make_model(pack_weights=request.param)
+    return make_model(request.param)
 
 
 def full_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
