@@ -236,7 +236,8 @@ def report(args: argparse.Namespace, cfg: TrainingConfig, vocab_size: int,
         rows[name] = {"median_step_ms": 1000 * statistics.median(r.step_seconds),
                       "best_step_ms": 1000 * min(r.step_seconds), "tokens_per_sec": tps,
                       "mfu": util, "first_loss": r.losses[0], "last_loss": r.losses[-1],
-                      "timed_steps": len(r.step_seconds)}
+                      "timed_steps": len(r.step_seconds),
+                      "step_ms": [round(1000 * t, 1) for t in r.step_seconds]}
         row = rows[name]
         print(f"{name:<13} {row['median_step_ms']:>10.0f} {row['best_step_ms']:>9.0f} "
               f"{tps:>9,.0f} {100 * util:>6.1f}% {r.losses[0]:>8.4f} {r.losses[-1]:>9.4f}")

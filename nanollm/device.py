@@ -30,3 +30,18 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         return _DTYPES[name]
     except KeyError:
         raise ValueError(f"unknown dtype {name!r}; choose auto, {', '.join(_DTYPES)}") from None
+
+
+# Below this many parameters a decode step is a few small matmuls: extra threads only add
+# synchronisation, and when another process is busy, spinning threads can make it 10-50x slower.
+SMALL_MODEL_PARAMS = 20_000_000
+
+
+def inference_threads(num_params: int, requested: int | None = None) -> int:
+    """Torch CPU threads for decoding a model of `num_params`: `requested`, or 1 for small
+    models and every core torch would use otherwise."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"threads must be >= 1, got {requested}")
+        return requested
+    return 1 if num_params < SMALL_MODEL_PARAMS else torch.get_num_threads()

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weights dtype; auto = bfloat16 on a capable GPU, else float32 "
                              "(default: auto)")
     system.add_argument("--compile", action="store_true", help="torch.compile the model")
+    system.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads for torch (default: 1 for models under 20M "
+                             "parameters, where more threads only add overhead; else all cores)")
 
     prompt = parser.add_argument_group("prompt").add_mutually_exclusive_group()
     prompt.add_argument("--prompt", metavar="TEXT",
@@ -135,9 +138,14 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def load_pipeline(args: argparse.Namespace) -> Any:
     """An InferencePipeline holding the asked-for model (imports torch, hence local)."""
+    import torch
+
+    from nanollm.device import inference_threads
     from nanollm.loader import ModelLoader
     from nanollm.pipeline import InferencePipeline
 
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     pipe = InferencePipeline(device=args.device, dtype=args.dtype)
     checkpoint = args.checkpoint
     if checkpoint is None and args.model is None:
@@ -149,6 +157,8 @@ def load_pipeline(args: argparse.Namespace) -> Any:
              args.quiet)
         checkpoint = str(demo)
     pipe.load_model(checkpoint_path=checkpoint, model_type=args.model, compile=args.compile)
+    if next(pipe.model.parameters()).device.type == "cpu":
+        torch.set_num_threads(inference_threads(pipe.model.get_num_params(), args.threads))
     return pipe
 
 
