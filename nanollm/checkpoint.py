@@ -66,6 +66,7 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def is_checkpoint_dir(path: str | Path) -> bool:
     path = Path(path)
+    recover_interrupted_save(path)
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         return False
     try:
@@ -74,8 +75,30 @@ def is_checkpoint_dir(path: str | Path) -> bool:
         return False
 
 
+def _finish_files(folder: Path) -> None:
+    """Make the written files durable and readable like any other file the user creates
+    (safetensors writes through a private temp file, mode 0600, which a server running as
+    another user could not read)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.iterdir():
+        os.chmod(file, 0o666 & ~umask)
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def recover_interrupted_save(final: Path) -> None:
+    """A crash between the two renames of a replace leaves only `.<name>.old-*`; put it back."""
+    if final.exists():
+        return
+    leftovers = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if leftovers:
+        os.replace(leftovers[-1], final)
+
+
 def _replace_dir_atomically(tmp: Path, final: Path) -> None:
     """Move tmp to final; an existing final is moved aside first and removed only afterwards."""
+    recover_interrupted_save(final)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
@@ -118,6 +141,7 @@ def save_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
+        _finish_files(tmp)
         _replace_dir_atomically(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -136,7 +160,10 @@ def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a nanoLLM checkpoint config (format != {FORMAT!r})")
-    if meta.get("version", 0) > VERSION:
+    version = meta.get("version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{cfg_path}: 'version' must be an integer, got {version!r}")
+    if version > VERSION:
         raise CheckpointError(f"{cfg_path}: version {meta['version']} is newer than this nanoLLM "
                               f"reads ({VERSION}); upgrade nanollm-gpt")
     try:
@@ -179,14 +206,20 @@ def torch_load_safe(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError... depending on damage
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found or "weights_only" in str(exc).lower():
-            what = f"a pickled {found.group(1)}" if found else "pickled objects"
+        if found:
             raise CheckpointError(
-                f"{path}: holds {what}, which only full unpickling could rebuild; nanoLLM loads "
+                f"{path}: holds a pickled {found.group(1)}, which only full unpickling could rebuild; nanoLLM loads "
                 "torch files only with torch.load(weights_only=True) (plain tensors, numbers, "
                 "strings, lists and dicts), because full unpickling can run arbitrary code"
             ) from exc
-        raise CheckpointError(f"{path}: corrupt or not a torch file ({exc})") from exc
+        raise CheckpointError(f"{path}: corrupt or not a torch file ({_torch_reason(exc)})") from exc
+
+
+def _torch_reason(exc: Exception) -> str:
+    """The cause in torch's load error, without its advice to retry with weights_only=False."""
+    text = str(exc)
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
+    return (found.group(1) if found else text.splitlines()[0] if text else type(exc).__name__)
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
@@ -205,6 +238,7 @@ def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Ch
     from nanollm.model import GPT  # local: model imports nothing from here, keep it that way
 
     path = Path(path)
+    recover_interrupted_save(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     config, meta = read_checkpoint_config(path)

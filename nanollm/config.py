@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -64,12 +67,14 @@ class BaseConfig:
 
     def validate(self) -> None:
         """Check every field against its declared type, range and choices."""
+        hints = _field_types(type(self))
         for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
+            name = f"{type(self).__name__}.{f.name}"
+            value = _check_type(name, getattr(self, f.name), hints[f.name])
+            setattr(self, f.name, value)
             meta = f.metadata
             if value is None or isinstance(value, BaseConfig) or not meta:
                 continue
-            name = f"{type(self).__name__}.{f.name}"
             if meta.get("choices") is not None and value not in meta["choices"]:
                 allowed = ", ".join(repr(c) for c in meta["choices"])
                 raise ConfigError(f"{name} = {value!r} is not allowed; choose one of {allowed}")
@@ -111,6 +116,44 @@ class BaseConfig:
         return dataclasses.replace(self, **changes)
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> Any:
+    """The value if it fits the annotation (an int is accepted for a float and converted);
+    otherwise a ConfigError. YAML and JSON hand us untyped values, so this is the gate."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        (annotation,) = [a for a in args if a is not type(None)]
+        origin = typing.get_origin(annotation)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, float):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if annotation in (bool, str) and not isinstance(value, annotation):
+        kind = "true or false" if annotation is bool else "a string"
+        raise ConfigError(f"{name} must be {kind}, got {value!r}")
+    if isinstance(annotation, type) and issubclass(annotation, BaseConfig):
+        if not isinstance(value, annotation):
+            raise ConfigError(f"{name} must be a {annotation.__name__}, got {value!r}")
+    return value
+
+
 def _nested_config_type(cls: type, name: str) -> type[BaseConfig] | None:
     nested: dict[str, type[BaseConfig]] = getattr(cls, "NESTED", {})
     return nested.get(name)
@@ -133,7 +176,8 @@ class ModelConfig(BaseConfig):
     dropout: float = option(0.0, "dropout probability (training only)", min=0.0, max=1.0,
                             max_exclusive=True)
     bias: bool = option(True, "use bias in Linear and LayerNorm layers (GPT-2: true)")
-    tokenizer: str = option("gpt2", "tokenizer name: 'gpt2' (BPE), 'char' or 'byte'")
+    tokenizer: str = option("gpt2", "tokenizer name: 'gpt2' (BPE), 'char' or 'byte'",
+                            choices=("gpt2", "byte", "char"))
 
     PRESETS: ClassVar[dict[str, dict[str, int]]] = {
         "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M

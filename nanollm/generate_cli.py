@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 import time
@@ -36,7 +37,8 @@ NOT_FLAGS = ("stream", "logprobs")
 
 REPL_HELP = """\
 Type a prompt and press Enter to generate its continuation. Commands:
-  set <name> <value>  change a setting, e.g. `set temperature 0`, `set top_k 50`,
+  set <name> <value>  change a setting (a line starting with `set` and no setting name is a
+                      prompt), e.g. `set temperature 0`, `set top_k 50`,
                       `set seed 1` (`set seed none`: random), `set stop END` (adds a stop
                       sequence; `set stop none` clears them), `set stop_at_eos false`
   show                print the current settings
@@ -225,10 +227,20 @@ def _parse_value(field: str, hint: Any, text: str, config: GenerationConfig) -> 
                          f"got {text!r}") from None
 
 
+def setting_field(name: str) -> str:
+    """A setting's field name from what the user typed (flag spelling or field name)."""
+    field = name.replace("-", "_")
+    return {v: k for k, v in RENAMED.items()}.get(field, field)
+
+
+def is_set_command(words: list[str]) -> bool:
+    """`set`, or `set <known setting> ...`; "set the table" is a prompt, not a command."""
+    return words[0] == "set" and (len(words) == 1 or setting_field(words[1]) in _settable())
+
+
 def apply_setting(config: GenerationConfig, name: str, value: str) -> GenerationConfig:
     """`set <name> <value>`: a validated copy of config (names as flags or field names)."""
-    field = name.replace("-", "_")
-    field = {v: k for k, v in RENAMED.items()}.get(field, field)
+    field = setting_field(name)
     settable = _settable()
     if field not in settable:
         names = ", ".join(RENAMED.get(f, f) for f in settable)
@@ -259,7 +271,7 @@ def repl(pipe: Any, config: GenerationConfig, *, quiet: bool, out: TextIO) -> in
             out.write(REPL_HELP + "\n")
         elif command == "show":
             out.write(format_settings(config) + "\n")
-        elif words[0] == "set":
+        elif is_set_command(words):
             if len(words) < 3:
                 print("error: usage: set <name> <value>", file=sys.stderr)
                 continue
@@ -299,6 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`gpt-generate ... | head`): stop quietly, as cat would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (UsageError, ConfigError, OSError, ValueError, RuntimeError) as exc:
         # CheckpointError is a RuntimeError; loader errors for missing files are OSErrors.
         # One line, even for messages that list several places (the loader's "not found").

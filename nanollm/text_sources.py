@@ -188,6 +188,10 @@ def iter_text_chunks(path: Path, *, chunk_bytes: int, stats: DecodeStats,
     first = True
     with open(path, "rb") as f:
         while block := f.read(chunk_bytes):
+            if first and b"\x00" in block[:8192]:
+                # Text never holds NUL bytes; model weights, archives and images do.
+                raise DataError(f"{path}: looks like a binary file (NUL bytes in its first "
+                                "8 KiB); pass UTF-8 text")
             buf = carry + block
             cut = _safe_cut(buf, searched=len(carry))
             if not cut and len(buf) >= max_carry:

@@ -24,12 +24,12 @@ def load_bench():
 def test_bench_train_runs_both_sides_on_the_same_run(tmp_path: Path, capsys) -> None:
     bench = load_bench()
     summary = bench.main(["--n-layer", "1", "--n-head", "2", "--n-embd", "32", "--block-size",
-                          "32", "--batch-size", "2", "--warmup", "1", "--steps", "2",
-                          "--threads", "1", "--data-dir", str(tmp_path),
+                          "32", "--batch-size", "2", "--warmup", "1", "--steps", "1",
+                          "--rounds", "2", "--threads", "1", "--data-dir", str(tmp_path),
                           "--json", str(tmp_path / "train.json")])
     ours, hf = summary["results"]["ours"], summary["results"]["transformers"]
     for side in (ours, hf):
-        assert side["timed_steps"] == 2
+        assert side["timed_steps"] == 2  # 1 per round
         assert side["tokens_per_sec"] > 0 and 0 < side["mfu"] < 1
     # Same start weights and batches: the first loss agrees, and both runs learn alike.
     assert ours["first_loss"] == pytest.approx(hf["first_loss"], abs=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,24 @@ def test_trainer_state_with_pickled_object_is_refused(tiny_model: GPT, tmp_path:
     load_checkpoint(path)  # the weights alone still load
     with pytest.raises(CheckpointError, match=r"trainer_state\.pt: holds a pickled .*Custom"):
         load_checkpoint(path, with_trainer_state=True)
+
+
+def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_model) -> None:
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ck", tiny_model.state_dict(), tiny_model.config)
+    finally:
+        os.umask(old)
+    for file in path.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
+
+
+def test_crash_between_renames_is_recovered(tmp_path: Path, tiny_model) -> None:
+    """If a replace died after moving the old checkpoint aside, the next read puts it back."""
+    path = save_checkpoint(tmp_path / "latest", tiny_model.state_dict(), tiny_model.config)
+    os.replace(path, tmp_path / ".latest.old-deadbeef")  # the state such a crash leaves
+    assert is_checkpoint_dir(path)
+    assert load_checkpoint(path).config == tiny_model.config
+    assert not list(tmp_path.glob(".latest.old-*"))

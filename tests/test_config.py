@@ -34,7 +34,7 @@ def test_presets() -> None:
         (TrainingConfig, {"dtype": "fp8"}, r"TrainingConfig.dtype = 'fp8' is not allowed"),
         (TrainingConfig, {"learning_rate": 1e-4, "min_lr": 1e-3}, r"min_lr .* must not exceed"),
         (ServerConfig, {"port": 70000}, r"ServerConfig.port = 70000 is out of range"),
-        (ModelConfig, {"n_layer": "twelve"}, r"ModelConfig.n_layer must be a number"),
+        (ModelConfig, {"n_layer": "twelve"}, r"ModelConfig.n_layer must be an integer"),
     ],
 )
 def test_invalid_values_name_field_and_range(cls, kwargs, message) -> None:
@@ -105,3 +105,32 @@ def test_example_config_files_load() -> None:
             build_config(cls, root / path)
             loaded += 1
     assert loaded >= 2
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (ModelConfig, {"bias": "false"}, r"ModelConfig.bias must be true or false, got 'false'"),
+        (ModelConfig, {"n_layer": 2.0}, r"ModelConfig.n_layer must be an integer, got 2.0"),
+        (ModelConfig, {"tokenizer": "foo"}, r"ModelConfig.tokenizer = 'foo' is not allowed"),
+        (GenerationConfig, {"max_new_tokens": 2.5}, r"max_new_tokens must be an integer"),
+        (GenerationConfig, {"stop_sequences": "END"}, r"stop_sequences must be a list"),
+        (ServerConfig, {"host": 127}, r"ServerConfig.host must be a string"),
+        (TrainingConfig, {"model": {"n_layer": 2}}, r"TrainingConfig.model must be a ModelConfig"),
+    ],
+)
+def test_values_of_the_wrong_type_are_rejected(cls, kwargs, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        cls(**kwargs)
+
+
+def test_integers_are_accepted_for_float_fields() -> None:
+    cfg = GenerationConfig(temperature=1, top_p=1)
+    assert isinstance(cfg.temperature, float) and cfg.temperature == 1.0
+
+
+def test_non_utf8_config_file_names_the_file(tmp_path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=r"binary.yaml is not UTF-8 text"):
+        build_config(TrainingConfig, path)

@@ -360,3 +360,12 @@ def test_open_dataset_errors(tmp_path: Path) -> None:
     (out / "meta.json").write_text(json.dumps(bad))
     with pytest.raises(DataError, match="missing keys"):
         open_dataset(out)
+
+
+def test_binary_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "weights.txt"
+    path.write_bytes(b"PK\x03\x04\x00\x00binary" * 100)
+    with pytest.raises(DataError, match="looks like a binary file"):
+        DataPreparer("byte").prepare_data(path, output_dir=tmp_path / "out", block_size=8,
+                                          show_progress=False)
+    assert not (tmp_path / "out").exists()

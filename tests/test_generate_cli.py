@@ -129,3 +129,12 @@ def test_interactive_ends_at_eof(tiny_checkpoint: Path, monkeypatch: pytest.Monk
     assert main(["--checkpoint", str(tiny_checkpoint), "--interactive", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"stop\s+\['\\n'\]", out) and re.search(r"seed\s+None", out)
+
+
+def test_repl_treats_set_without_a_setting_as_a_prompt() -> None:
+    from nanollm.generate_cli import is_set_command
+
+    assert is_set_command(["set", "temperature", "0"])
+    assert is_set_command(["set", "max-tokens", "5"])
+    assert is_set_command(["set"])  # prints the usage line
+    assert not is_set_command(["set", "the", "table"])
