@@ -148,9 +148,9 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     if annotation in (bool, str) and not isinstance(value, annotation):
         kind = "true or false" if annotation is bool else "a string"
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
-    if isinstance(annotation, type) and issubclass(annotation, BaseConfig):
-        if not isinstance(value, annotation):
-            raise ConfigError(f"{name} must be a {annotation.__name__}, got {value!r}")
+    is_config = isinstance(annotation, type) and issubclass(annotation, BaseConfig)
+    if is_config and not isinstance(value, annotation):
+        raise ConfigError(f"{name} must be a {annotation.__name__}, got {value!r}")
     return value
 
 
