@@ -209,8 +209,9 @@ def torch_load_safe(path: Path) -> Any:
         if found:
             raise CheckpointError(
                 f"{path}: holds a pickled {found.group(1)}, which only full unpickling could "
-                "rebuild; nanoLLM loads torch files only with torch.load(weights_only=True) (plain tensors, numbers, "
-                "strings, lists and dicts), because full unpickling can run arbitrary code"
+                "rebuild; nanoLLM loads torch files only with torch.load(weights_only=True) "
+                "(plain tensors, numbers, strings, lists and dicts), because full unpickling can "
+                "run arbitrary code"
             ) from exc
         reason = _torch_reason(exc)
         raise CheckpointError(f"{path}: corrupt or not a torch file ({reason})") from exc
