@@ -52,9 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         ckpt, kind = read_any_checkpoint(args.checkpoint)
         dtype = None if args.dtype == "keep" else resolve_dtype(args.dtype, torch.device("cpu"))
         export_hf_gpt2(out, ckpt.state_dict, ckpt.config, tokenizer=ckpt.tokenizer, dtype=dtype)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
+        # Bad input (a missing or unreadable checkpoint) is exit 2, like every nanoLLM command.
         print(f"gpt-export: {exc}", file=sys.stderr)
-        return 1
+        return 2
     c = ckpt.config
     print(f"wrote {out} from {kind} checkpoint {args.checkpoint}: {c.n_layer} layers, "
           f"{c.n_embd} wide, vocab {c.vocab_size}, tokenizer {ckpt.tokenizer}")

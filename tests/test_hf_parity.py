@@ -153,7 +153,7 @@ def test_gpt_export_cli(tiny_model: GPT, tmp_path: Path, capsys: pytest.CaptureF
     assert export_main([str(ckpt), str(out)]) == 2  # exists, no --force
     assert "--force" in capsys.readouterr().err
     assert export_main([str(ckpt), str(out), "--force"]) == 0
-    assert export_main([str(tmp_path / "nope"), str(tmp_path / "x")]) == 1
+    assert export_main([str(tmp_path / "nope"), str(tmp_path / "x")]) == 2
     assert "nope" in capsys.readouterr().err
 
 
