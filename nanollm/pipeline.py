@@ -13,9 +13,12 @@ runs all rows through the model as a batch and fills the KV cache; then each ste
 token per live row and feeds the new tokens back as one (B, 1) batch. A row that has finished
 is fed nothing (num_new = 0) and its logits are ignored.
 
-Context limit: prompt + completion never exceed the model's block_size. A prompt of block_size
-tokens or more keeps its LAST block_size - 1 tokens (so at least one new token fits, and a warning
-is logged); a completion that reaches block_size finishes with reason "length".
+Context limit: a prompt of block_size tokens or more keeps its LAST block_size - 1 tokens (a
+warning is logged). Generation may run past block_size: when a row's window is full, the window
+slides (as nanoGPT's crop to the last block_size tokens does): the row's cache is reset and its
+last block_size // 2 tokens are recomputed in one prefill, then decoding goes on. Sliding every
+half window costs one extra prefill per block_size // 2 tokens instead of nanoGPT's full
+recomputation per token.
 
 The per-sequence piece, `SequenceState` (sampler + detokenizer + stop matcher + outputs), has no
 knowledge of the batch, so a continuous-batching server can drive it from its own loop.
@@ -73,8 +76,7 @@ class SequenceState:
         max_tokens: int,
         seed: int | None = None,
     ) -> None:
-        """`max_tokens`: tokens this sequence may still produce (max_new_tokens capped by the
-        context window); `seed` overrides config.seed (None in both: a random, recorded seed)."""
+        """`max_tokens`: tokens this sequence may produce (its max_new_tokens); `seed` overrides config.seed (None in both: a random, recorded seed)."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.prompt_ids = list(prompt_ids)
@@ -277,10 +279,9 @@ class InferencePipeline:
         rows = []
         for prompt in prompts:
             ids = self.encode_prompt(prompt)
-            room = model.config.block_size - len(ids)
             for i in range(config.num_samples):
                 rows.append(SequenceState(ids, config, tokenizer, seed=row_seed(base_seed, i),
-                                          max_tokens=min(config.max_new_tokens, room)))
+                                          max_tokens=config.max_new_tokens))
         return rows
 
     def _run(self, rows: list[SequenceState]) -> Iterator[tuple[int, str]]:
@@ -307,9 +308,10 @@ class InferencePipeline:
         idx = torch.zeros(len(rows), max(lengths), dtype=torch.long)  # (B, T), 0-padded
         for b, row in enumerate(rows):
             idx[b, : lengths[b]] = torch.tensor(row.prompt_ids)
-        # Room for every token that will be fed: the prompt plus all but the last sampled token.
-        max_len = max(n + row.max_tokens for n, row in zip(lengths, rows, strict=True))
-        cache = model.new_cache(len(rows), max_len)
+        # Room for every token that will be fed (the prompt plus all but the last sampled token),
+        # up to the context window; a row that fills the window slides (see _decode).
+        needed = max(n + row.max_tokens - 1 for n, row in zip(lengths, rows, strict=True))
+        cache = model.new_cache(len(rows), min(needed, model.config.block_size))
         num_new = torch.tensor(lengths, device=device)
         return cache, model.forward_cached(idx.to(device), cache, num_new)
 
@@ -327,9 +329,31 @@ class InferencePipeline:
 
     @torch.inference_mode()
     def _decode(self, rows: list[SequenceState], cache: KVCache) -> torch.Tensor:
-        """Feed each live row its last token: (B, 1) -> (B, V); finished rows feed nothing."""
+        """Feed each live row its last token: (B, 1) -> (B, V); finished rows feed nothing.
+
+        A row whose window is full slides instead: its cache row is reset and it is fed its last
+        block_size // 2 tokens in the same call (rows may feed different numbers of tokens)."""
         model, _ = self._loaded()
         device = next(model.parameters()).device
-        last = torch.tensor([[row.token_ids[-1]] for row in rows], device=device)  # (B, 1)
-        num_new = torch.tensor([0 if row.finished else 1 for row in rows], device=device)
-        return model.forward_cached(last, cache, num_new)
+        lengths = cache.lengths.tolist()
+        keep = max(1, model.config.block_size // 2)
+        feeds: list[list[int]] = []
+        full: list[int] = []
+        for b, row in enumerate(rows):
+            if row.finished:
+                feeds.append([])
+            elif lengths[b] >= cache.max_len:
+                full.append(b)
+                feeds.append((row.prompt_ids + row.token_ids)[-keep:])
+            else:
+                feeds.append(row.token_ids[-1:])
+        if not full:  # the common step: one token per live row, (B, 1)
+            last = torch.tensor([f or [0] for f in feeds], device=device)
+            num_new = torch.tensor([len(f) for f in feeds], device=device)
+            return model.forward_cached(last, cache, num_new)
+        cache.reset(full)
+        idx = torch.zeros(len(rows), max(len(f) for f in feeds), dtype=torch.long)  # (B, S)
+        for b, f in enumerate(feeds):
+            idx[b, : len(f)] = torch.tensor(f, dtype=torch.long)
+        num_new = torch.tensor([len(f) for f in feeds], device=device)
+        return model.forward_cached(idx.to(device), cache, num_new)

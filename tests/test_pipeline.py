@@ -79,6 +79,20 @@ def reference_greedy(model: GPT, ids: list[int], steps: int) -> list[int]:
     return out
 
 
+def reference_sliding_greedy(model: GPT, ids: list[int], steps: int) -> list[int]:
+    """Greedy by full recomputation over a window that, once full, restarts from the last
+    block_size // 2 tokens: the pipeline's sliding context, spelled out."""
+    block, keep = model.config.block_size, model.config.block_size // 2
+    seq, window, out = list(ids), list(ids), []
+    for _ in range(steps):
+        logits, _ = model(torch.tensor([window]))
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        seq.append(token)
+        window = seq[-keep:] if len(window) == block else [*window, token]
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # KV-cached decoding equals recomputation
 
@@ -104,20 +118,33 @@ def test_cached_greedy_equals_recomputation_in_a_batch(random_pipe: InferencePip
 
 
 def test_rows_that_finish_early_do_not_disturb_the_others(random_pipe: InferencePipeline) -> None:
-    # Row 1's prompt leaves room for 3 tokens only; row 0 keeps decoding after it stops.
-    long_prompt = "x" * 45
-    a, b = random_pipe.generate_batch(["ab", long_prompt], greedy(max_new_tokens=15))
+    # Row 1 stops after 3 tokens; row 0 keeps decoding after it stops.
+    a, b = random_pipe.generate_batch(["ab", "x" * 45], greedy(max_new_tokens=15))
     assert a.token_ids == reference_greedy(random_pipe.model, BYTE.encode("ab"), 15)
-    assert b.token_ids == reference_greedy(random_pipe.model, BYTE.encode(long_prompt), 3)
-    assert (b.finish_reason, b.completion_tokens) == ("length", 3)
+    c = random_pipe.generate_batch(["ab", "xyz"], greedy(max_new_tokens=3))[1]
+    assert c.token_ids == reference_greedy(random_pipe.model, BYTE.encode("xyz"), 3)
+    assert (c.finish_reason, c.completion_tokens) == ("length", 3)
+    assert b.completion_tokens == 15
 
 
 def test_context_limit(random_pipe: InferencePipeline) -> None:
-    # block_size 48: a 100-token prompt keeps its last 47 tokens and gets one new token.
+    # block_size 48: a 100-token prompt keeps its last 47 tokens.
     prompt = "".join(chr(ord("a") + i % 26) for i in range(100))
     [c] = random_pipe.generate_detailed(prompt, greedy(max_new_tokens=10))
-    assert (c.prompt_tokens, c.completion_tokens, c.finish_reason) == (47, 1, "length")
-    assert c.token_ids == reference_greedy(random_pipe.model, BYTE.encode(prompt)[-47:], 1)
+    assert (c.prompt_tokens, c.completion_tokens, c.finish_reason) == (47, 10, "length")
+    assert c.token_ids == reference_sliding_greedy(random_pipe.model, BYTE.encode(prompt)[-47:],
+                                                   10)
+
+
+def test_generation_slides_past_the_context_window(random_pipe: InferencePipeline) -> None:
+    """150 tokens from a block-48 model, rows of different lengths sliding at different steps,
+    each equal to recomputation over the same sliding window."""
+    prompts = ["ab", "x" * 30]
+    rows = random_pipe.generate_batch(prompts, greedy(max_new_tokens=150))
+    for prompt, row in zip(prompts, rows, strict=True):
+        assert (row.completion_tokens, row.finish_reason) == (150, "length")
+        assert row.token_ids == reference_sliding_greedy(random_pipe.model, BYTE.encode(prompt),
+                                                         150)
 
 
 # ----------------------------------------------------------------------------------------------

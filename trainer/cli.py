@@ -66,11 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # The trainer modules load after parsing, so --help and flag errors answer quickly.
     from trainer.preflight import check_config
-    from trainer.run_config import resolve_config
+    from trainer.run_config import given_model_fields, resolve_config
 
     try:
-        cfg = resolve_config(args.config, overrides_from_args(args))
-        check_config(cfg)
+        overrides = overrides_from_args(args)
+        cfg = resolve_config(args.config, overrides)
+        given = given_model_fields(args.config, overrides)
+        check_config(cfg, given)
     except INPUT_ERRORS as exc:
         return fail(str(exc), 2)
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.loop import TrainingError, train
 
     try:
-        train(cfg)
+        train(cfg, given_model_fields=given)
     except INPUT_ERRORS as exc:
         return fail(str(exc), 2)
     except TrainingError as exc:

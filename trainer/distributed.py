@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from nanollm.config import ConfigError, TrainingConfig
-from nanollm.device import resolve_device
+from nanollm.device import SMALL_MODEL_PARAMS, resolve_device
 
 
 @dataclass
@@ -85,6 +85,24 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def training_threads(num_params: int, requested: int | None,
+                     ctx: DistContext) -> tuple[int | None, str]:
+    """(torch threads for this rank, why): `requested` when given. On CPU, 1 for a model under
+    SMALL_MODEL_PARAMS: its matmuls are too small to share, and spinning threads collapse when
+    another process is busy (a tiny model on a shared 2-core machine: 159 tok/s with 2 threads,
+    14,938 with 1); a larger model gets the machine's cores shared among its local ranks. On a
+    GPU the same share under torchrun (which sets OMP_NUM_THREADS=1), else torch's default
+    (None: leave it)."""
+    if requested is not None:
+        return requested, "--num-threads"
+    cores, ranks = cpu_count(), ctx.local_world_size
+    if ctx.device.type == "cpu" and num_params < SMALL_MODEL_PARAMS:
+        return 1, f"auto: model under {SMALL_MODEL_PARAMS / 1e6:g}M params"
+    if ctx.device.type == "cpu" or ctx.world_size > 1:
+        return max(1, cores // ranks), f"auto: {cores} cores / {ranks} local rank(s)"
+    return None, "torch default"
+
+
 def pick_device(cfg: TrainingConfig, local_rank: int, world_size: int) -> torch.device:
     """cfg.device, with one GPU per local rank when several ranks share a machine."""
     device = resolve_device(cfg.device)
@@ -97,16 +115,12 @@ def pick_device(cfg: TrainingConfig, local_rank: int, world_size: int) -> torch.
 
 
 def init_distributed(cfg: TrainingConfig) -> DistContext:
-    """Create the process group when run by torchrun; pin the device and thread count."""
+    """Create the process group when run by torchrun and pin the device (the thread count is
+    set once the model size is known: `training_threads`)."""
     rank, local_rank, world, local_world = env_world()
     device = pick_device(cfg, local_rank, world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if cfg.num_threads is not None:
-        torch.set_num_threads(cfg.num_threads)
-    elif world > 1:
-        # torchrun sets OMP_NUM_THREADS=1; share the machine's cores among its local ranks.
-        torch.set_num_threads(max(1, cpu_count() // local_world))
     if world > 1 and not dist.is_initialized():
         backend = cfg.backend if cfg.backend != "auto" else (
             "nccl" if device.type == "cuda" else "gloo")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,14 @@ from nanollm.model import GPT
 from trainer.batches import BatchSampler, EvalBatches
 from trainer.checkpoints import RunCheckpoints
 from trainer.data_source import load_dataset
-from trainer.distributed import DistContext, init_distributed, is_fsdp, shutdown, wrap_model
+from trainer.distributed import (
+    DistContext,
+    init_distributed,
+    is_fsdp,
+    shutdown,
+    training_threads,
+    wrap_model,
+)
 from trainer.events import EVENTS_FILE, EventLog
 from trainer.lr_schedule import LRSchedule
 from trainer.mfu import flops_per_token, mfu, peak_flops
@@ -45,6 +53,7 @@ from trainer.model_init import (
     resumed_model,
     scratch_model,
 )
+from trainer.model_shape import changed_fields
 from trainer.optimizer import configure_optimizer, decay_names
 from trainer.precision import Precision
 from trainer.preflight import check_config
@@ -68,20 +77,29 @@ class TrainResult:
     interrupted: bool
 
 
-def train(cfg: TrainingConfig) -> TrainResult:
-    """Run a training job to max_iters (or until SIGTERM/Ctrl-C); see the module docstring."""
-    check_config(cfg)
+def train(cfg: TrainingConfig, *,
+          given_model_fields: Collection[str] | None = None) -> TrainResult:
+    """Run a training job to max_iters (or until SIGTERM/Ctrl-C); see the module docstring.
+
+    `given_model_fields`: the ModelConfig fields the user set, which must fit the checkpoint on
+    resume and fine-tune (default: those that differ from ModelConfig's defaults). The torch
+    thread count is set for the run and put back afterwards."""
+    given = changed_fields(cfg.model) if given_model_fields is None else set(given_model_fields)
+    check_config(cfg, given)
+    threads_before = torch.get_num_threads()
     ctx = init_distributed(cfg)
     try:
-        return Trainer(cfg, ctx).run()
+        return Trainer(cfg, ctx, given).run()
     finally:
         shutdown(ctx)
+        torch.set_num_threads(threads_before)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainingConfig, ctx: DistContext) -> None:
+    def __init__(self, cfg: TrainingConfig, ctx: DistContext, given: Collection[str]) -> None:
         self.cfg = cfg
         self.ctx = ctx
+        self.given = given
         self.out_dir = Path(cfg.out_dir)
         main = ctx.is_main
         self.log = RunLog(self.out_dir if main else None, console=main)
@@ -103,6 +121,9 @@ class Trainer:
         self.model_source = start
         raw: GPT = start.model.to(ctx.device)
         self.raw_model = raw
+        threads, self.threads_why = training_threads(raw.get_num_params(), cfg.num_threads, ctx)
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.block_size = raw.config.block_size
         decay = decay_names(raw)
         compiled: nn.Module = torch.compile(raw) if cfg.compile else raw
@@ -149,14 +170,14 @@ class Trainer:
         cfg, kind = self.cfg, init_kind(self.cfg.init_from)
         show = self.ctx.is_main and cfg.progress
         if kind in ("preset", "path"):
-            start = load_pretrained(cfg)
+            start = load_pretrained(cfg, self.given)
             dataset = load_dataset(cfg, start.tokenizer, start.model.config.block_size, self.ctx,
                                    show_progress=show)
             return finetune_model(start, dataset), dataset
         if kind == "resume":
             mc, tokenizer = resume_model_config(cfg)
             dataset = load_dataset(cfg, tokenizer, mc.block_size, self.ctx, show_progress=show)
-            return resumed_model(cfg, dataset), dataset
+            return resumed_model(cfg, dataset, self.given), dataset
         dataset = load_dataset(cfg, cfg.model.tokenizer, cfg.model.block_size, self.ctx,
                                show_progress=show)
         return scratch_model(cfg, dataset), dataset
@@ -299,6 +320,7 @@ class Trainer:
             "resumed": self.model_source.kind == "resume", "max_iters": cfg.max_iters,
             "world_size": self.ctx.world_size, "device": str(self.ctx.device),
             "dtype": self.precision.name, "threads": torch.get_num_threads(),
+            "threads_why": self.threads_why,
             "num_params": raw.get_num_params(), "tokens_per_step": self.tokens_per_step,
             "flops_per_token": self.flops_per_token, "peak_flops": self.peak,
             "dataset": str(self.dataset.path), "tokenizer": self.model_source.tokenizer,
@@ -312,7 +334,7 @@ class Trainer:
             f"{info['num_params'] / 1e6:.2f}M params ({c.n_layer} layers, {c.n_head} heads, "
             f"{c.n_embd} wide, block {c.block_size}, vocab {c.vocab_size}, "
             f"{info['tokenizer']}) from {info['source']}; {self.ctx.world_size} rank(s) on "
-            f"{info['device']}, {info['dtype']}, {info['threads']} thread(s); "
+            f"{info['device']}, {info['dtype']}, {info['threads']} thread(s) ({self.threads_why}); "
             f"{self.tokens_per_step:,} tokens/step; data {info['dataset']} "
             f"({info['train_tokens']:,} train / {info['val_tokens']:,} val tokens)")
 

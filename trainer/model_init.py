@@ -4,13 +4,16 @@
   padded up to a multiple of 64, 50304, for faster matmuls).
 - resume: `<out_dir>/latest` with its trainer state; the run continues exactly.
 - a path (nanoLLM folder, HuggingFace GPT-2 folder, nanoGPT ckpt.pt) or gpt2/gpt2-medium/...:
-  fine-tuning through ModelLoader; cfg.model.dropout applies, block_size is cropped when the
-  config asks for less, and the dataset must use the checkpoint's tokenizer.
+  fine-tuning through ModelLoader; cfg.model.dropout applies, block_size is cropped when a
+  smaller one was given, and the dataset must use the checkpoint's tokenizer.
+On resume and fine-tune, other shape fields that were given must match the checkpoint
+(trainer/model_shape.py). `given` is the set of ModelConfig fields the user set.
 Models are returned on CPU in fp32 and in train mode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ import torch.nn as nn
 from nanollm.checkpoint import load_checkpoint, read_checkpoint_config
 from nanollm.config import ConfigError, ModelConfig, TrainingConfig
 from nanollm.dataset import PreparedDataset
-from nanollm.loader import ModelLoader
+from nanollm.hf_gpt2 import hf_config_to_model_config, read_hf_config
+from nanollm.loader import ModelLoader, detect_kind, find_pretrained
 from nanollm.model import GPT, CausalSelfAttention
 from trainer.data_source import canonical_tokenizer
+from trainer.model_shape import check_against_checkpoint
 
 LATEST = "latest"
 BEST = "best"
@@ -86,6 +91,30 @@ def resume_model_config(cfg: TrainingConfig) -> tuple[ModelConfig, str]:
     return config, canonical_tokenizer(str(meta.get("tokenizer", config.tokenizer)))
 
 
+def start_config(cfg: TrainingConfig) -> tuple[ModelConfig, str, str] | None:
+    """(model config, tokenizer, source) of the checkpoint a resume or fine-tune starts from,
+    read without its weights. None from scratch, and for a nanoGPT ckpt.pt, whose config lives
+    inside the weights file (it is checked after loading instead)."""
+    kind = init_kind(cfg.init_from)
+    if kind == "scratch":
+        return None
+    if kind == "resume":
+        config, tokenizer = resume_model_config(cfg)
+        return config, tokenizer, str(resume_dir(cfg))
+    path = find_pretrained(cfg.init_from) if kind == "preset" else Path(cfg.init_from).expanduser()
+    source = cfg.init_from
+    found = detect_kind(path)
+    if path.is_file() and found != "nanogpt":
+        path = path.parent  # a file inside a checkpoint folder
+    if found == "nanollm":
+        config, meta = read_checkpoint_config(path)
+        return config, canonical_tokenizer(str(meta.get("tokenizer", config.tokenizer))), source
+    if found == "huggingface":
+        config = hf_config_to_model_config(read_hf_config(path), path)
+        return config, canonical_tokenizer(config.tokenizer), source
+    return None
+
+
 def scratch_model(cfg: TrainingConfig, dataset: PreparedDataset) -> StartPoint:
     tokenizer = canonical_tokenizer(dataset.tokenizer)
     mc = cfg.model.replace(vocab_size=padded_vocab(dataset.vocab_size, tokenizer),
@@ -94,12 +123,15 @@ def scratch_model(cfg: TrainingConfig, dataset: PreparedDataset) -> StartPoint:
     return StartPoint(GPT(mc), tokenizer, "scratch", "scratch")
 
 
-def resumed_model(cfg: TrainingConfig, dataset: PreparedDataset) -> StartPoint:
+def resumed_model(cfg: TrainingConfig, dataset: PreparedDataset,
+                  given: Collection[str]) -> StartPoint:
     path = resume_dir(cfg)
     ckpt = load_checkpoint(path, with_trainer_state=True)
     if ckpt.trainer_state is None:
         raise ConfigError(f"{path} holds no trainer_state.pt, so it cannot be resumed; start a "
                           f"new run with --init-from {path}")
+    check_against_checkpoint(cfg.model, given, ckpt.config, ckpt.tokenizer, source=str(path),
+                             resume=True)
     check_tokenizer(dataset, ckpt.tokenizer, ckpt.config.vocab_size, str(path))
     model = GPT(ckpt.config.replace(dropout=cfg.model.dropout))
     model.load_weights({k: v.float() for k, v in ckpt.state_dict.items()})
@@ -107,15 +139,17 @@ def resumed_model(cfg: TrainingConfig, dataset: PreparedDataset) -> StartPoint:
                       ckpt.trainer_state)
 
 
-def load_pretrained(cfg: TrainingConfig) -> StartPoint:
+def load_pretrained(cfg: TrainingConfig, given: Collection[str]) -> StartPoint:
     """Weights of a checkpoint path or GPT-2 name, before the dataset is checked against them."""
     if init_kind(cfg.init_from) == "preset":
         loaded = ModelLoader.load(model_type=cfg.init_from, device="cpu", dtype="float32")
     else:
         loaded = ModelLoader.load(checkpoint_path=cfg.init_from, device="cpu", dtype="float32")
     model = loaded.model
+    check_against_checkpoint(cfg.model, given, model.config, loaded.tokenizer.name,
+                             source=loaded.source, resume=False)
     set_dropout(model, cfg.model.dropout)
-    if cfg.model.block_size < model.config.block_size:
+    if "block_size" in given and cfg.model.block_size < model.config.block_size:
         model.crop_block_size(cfg.model.block_size)
     model.train()  # also drops the inference-only lm_head copy
     return StartPoint(model, canonical_tokenizer(loaded.tokenizer.name), loaded.kind,

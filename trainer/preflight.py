@@ -4,6 +4,7 @@ message naming the problem, instead of after minutes of data preparation or mode
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Collection
 from pathlib import Path
 
 from nanollm.checkpoint import TRAINER_STATE_FILE, is_checkpoint_dir
@@ -11,8 +12,10 @@ from nanollm.config import ConfigError, ModelConfig, TrainingConfig
 from nanollm.dataset import is_dataset_dir
 from nanollm.device import resolve_device, resolve_dtype
 from nanollm.text_sources import is_url
+from nanollm.tokenizer import load_tokenizer
 from trainer.distributed import env_world
-from trainer.model_init import init_kind, resume_dir
+from trainer.model_init import init_kind, resume_dir, start_config
+from trainer.model_shape import changed_fields, check_against_checkpoint
 
 
 def check_init_from(cfg: TrainingConfig) -> None:
@@ -34,6 +37,24 @@ def check_init_from(cfg: TrainingConfig) -> None:
             f"TrainingConfig.init_from = {cfg.init_from!r}: no such checkpoint path; use "
             f"'scratch', 'resume', a GPT-2 name ({', '.join(ModelConfig.PRESETS)}) or the path "
             "of a nanoLLM/HuggingFace checkpoint folder or a nanoGPT ckpt.pt")
+
+
+def check_tokenizer_name(cfg: TrainingConfig) -> None:
+    """An unknown tokenizer would otherwise fail only when the data is being prepared."""
+    try:
+        load_tokenizer(cfg.model.tokenizer)
+    except ValueError as exc:
+        raise ConfigError(f"ModelConfig.tokenizer: {exc}") from None
+
+
+def check_model_shape(cfg: TrainingConfig, given: Collection[str]) -> None:
+    """Resume and fine-tune: the given shape settings must fit the checkpoint (read without its
+    weights; a nanoGPT ckpt.pt is checked when it is loaded)."""
+    start = start_config(cfg)
+    if start is not None:
+        config, tokenizer, source = start
+        check_against_checkpoint(cfg.model, given, config, tokenizer, source=source,
+                                 resume=init_kind(cfg.init_from) == "resume")
 
 
 def check_data_path(cfg: TrainingConfig) -> None:
@@ -78,10 +99,17 @@ def check_system(cfg: TrainingConfig) -> None:
                           "(or pip install 'nanollm-gpt[wandb]'), or drop --wandb-log")
 
 
-def check_config(cfg: TrainingConfig) -> None:
-    """Everything that can be known to fail before touching data or weights."""
+def check_config(cfg: TrainingConfig, given_model_fields: Collection[str] | None = None) -> None:
+    """Everything that can be known to fail before touching data or weights.
+
+    `given_model_fields`: the ModelConfig fields the user set (flags and config file); default:
+    those that differ from ModelConfig's defaults."""
     cfg.validate()
+    cfg.model.validate()  # TrainingConfig.validate does not descend into the nested config
+    check_tokenizer_name(cfg)
     check_init_from(cfg)
+    given = changed_fields(cfg.model) if given_model_fields is None else given_model_fields
+    check_model_shape(cfg, given)
     if init_kind(cfg.init_from) != "resume" or cfg.data_path is not None:
         check_data_path(cfg)
     check_system(cfg)

@@ -43,6 +43,14 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Traini
     return TrainingConfig.from_dict(merged)
 
 
+def given_model_fields(path: str | Path | None, overrides: dict[str, Any]) -> set[str]:
+    """ModelConfig fields set by the --config file or by flags (not by a resumed run's saved
+    settings): on resume and fine-tune these must fit the checkpoint (trainer/model_shape.py)."""
+    file_model = (read_config_file(path) if path else {}).get("model")
+    names = set(file_model) if isinstance(file_model, dict) else set()
+    return names | set(overrides.get("model", {}))
+
+
 def write_run_config(cfg: TrainingConfig, out_dir: str | Path) -> Path:
     """`<out_dir>/train_config.yaml`: the resolved settings; `gpt-train --config` reads it."""
     path = Path(out_dir) / RUN_CONFIG_FILE
