@@ -258,7 +258,8 @@ class TrainingConfig(BaseConfig):
     backend: str = option("auto", "distributed backend: 'auto' (nccl on GPU, gloo on CPU)",
                           choices=("auto", "nccl", "gloo"))
     fsdp: bool = option(False, "shard with FSDP instead of DDP (GPU)")
-    num_threads: int | None = option(None, "torch threads per rank (default: cores / ranks)",
+    num_threads: int | None = option(None, "torch threads per rank (default on CPU: 1 for models "
+                                     "under 20M params, else cores / local ranks)",
                                      min=1)
     peak_flops: float | None = option(None, "peak FLOP/s of one device for MFU (default: the GPU "
                                       "table; CPU: 9e10 (fp32) or 2e11 (bf16) per thread)", min=0.0,

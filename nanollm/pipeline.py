@@ -76,7 +76,8 @@ class SequenceState:
         max_tokens: int,
         seed: int | None = None,
     ) -> None:
-        """`max_tokens`: tokens this sequence may produce (its max_new_tokens); `seed` overrides config.seed (None in both: a random, recorded seed)."""
+        """`max_tokens`: tokens this sequence may produce (its max_new_tokens); `seed`
+        overrides config.seed (None in both: a random, recorded seed)."""
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.prompt_ids = list(prompt_ids)
@@ -274,7 +275,7 @@ class InferencePipeline:
     # the decode loop
 
     def _new_rows(self, prompts: Sequence[str], config: GenerationConfig) -> list[SequenceState]:
-        model, tokenizer = self._loaded()
+        _, tokenizer = self._loaded()
         base_seed = config.seed if config.seed is not None else random_seed()
         rows = []
         for prompt in prompts:

@@ -117,3 +117,27 @@ def test_sigterm_saves_a_loadable_latest_and_exits_cleanly(byte_dataset: Path,
     assert end["type"] == "end" and end["interrupted"] is True and end["signal"] == "SIGTERM"
     ckpt = load_checkpoint(out / "latest", with_trainer_state=True)
     assert ckpt.trainer_state is not None and ckpt.trainer_state["step"] == end["step"] >= 1
+
+
+def test_unknown_tokenizer_fails_before_any_folder_is_made(
+        byte_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # the default data_dir ("data") would be made here
+    (tmp_path / "t.yaml").write_text("model:\n  tokenizer: foo\n")
+    corpus = ROOT / "nanollm" / "assets" / "corpus" / "shakespeare.txt"
+    assert main(["--config", "t.yaml", "--data-path", str(corpus), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpt-train: error: ModelConfig.tokenizer") and "'foo'" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.yaml"]  # no out/, no data/
+
+
+def test_preflight_checks_the_tokenizer_of_a_changed_config(tiny_train_config) -> None:
+    from nanollm.config import ConfigError
+    from trainer import train
+
+    cfg = tiny_train_config()
+    cfg.model.tokenizer = "foo"  # set after construction, so ModelConfig never validated it
+    with pytest.raises(ConfigError, match=r"tokenizer.*'foo'"):
+        train(cfg)
+    assert not Path(cfg.out_dir).exists()

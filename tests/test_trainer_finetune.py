@@ -42,7 +42,8 @@ def test_finetune_a_nanollm_checkpoint_with_new_dropout_and_shorter_block(
 
 def test_finetune_refuses_a_dataset_with_another_tokenizer(tiny_train_config,
                                                            tiny_checkpoint: Path) -> None:
-    cfg = tiny_train_config(init_from=str(tiny_checkpoint))  # gpt2 checkpoint, byte dataset
+    # a gpt2 checkpoint on a byte dataset (asking for the byte tokenizer is refused earlier)
+    cfg = tiny_train_config(init_from=str(tiny_checkpoint), model={"tokenizer": "gpt2"})
     with pytest.raises(ConfigError, match="prepared with tokenizer 'byte' but the model"):
         train(cfg)
     last = read_events(cfg.out_dir)[-1]  # a watcher of the event log sees why it stopped
@@ -55,7 +56,7 @@ def test_finetune_huggingface_folder_on_raw_text(tiny_train_config, tiny_hf_dir:
     text.write_bytes(CORPUS.read_bytes()[:8000])
     cfg = tiny_train_config(init_from=str(tiny_hf_dir), data_path=str(text),
                             data_dir=str(tmp_path / "data"), max_iters=2, eval_interval=2,
-                            model={"block_size": 32})
+                            model={"block_size": 32, "tokenizer": "gpt2"})
     result = train(cfg)
     assert result.step == 2
     ds = open_dataset(tmp_path / "data" / "small-gpt2")  # prepared with the checkpoint's tokenizer

@@ -41,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "OpenAI's weights use --init-from gpt2 instead")
     add_config_flags(parser.add_argument_group("training"), TrainingConfig)
     add_config_flags(parser.add_argument_group(
-        "model (the shape for init_from=scratch; --dropout and a smaller --block-size also apply "
-        "when fine-tuning; the vocabulary always comes from the dataset)"), ModelConfig,
+        "model (the shape for init_from=scratch; on resume and fine-tune the shape comes from "
+        "the checkpoint and shape flags that differ from it are an error, except --dropout and, "
+        "when fine-tuning, a smaller --block-size; the vocabulary always comes from the "
+        "dataset)"), ModelConfig,
         prefix="model.", skip=("vocab_size",))
     return parser
 
