@@ -257,9 +257,14 @@ class GPT(nn.Module):
     # training path
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx, targets: (B, T). Returns all-position logits with targets, else last-position."""
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, *,
+        return_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """idx, targets: (B, T). Returns all-position logits with targets, else last-position.
+
+        return_logits=False (a training step that only needs the loss): logits come back as
+        None and the loss writes its gradient over their memory instead of a new (B*T, V) buffer.
+        """
         T = idx.shape[1]
         if self.config.block_size < T:
             raise ValueError(f"sequence of length {T} exceeds block_size {self.config.block_size}")
@@ -272,8 +277,9 @@ class GPT(nn.Module):
             return self.lm_head(x[:, [-1], :]), None  # (B, 1, V)
         logits = self.lm_head(x)  # (B, T, V)
         # Same value as F.cross_entropy(logits.float(), ...), without its (B*T, V) temporaries.
-        loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        loss = cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                             reuse_logits=not return_logits)
+        return (logits if return_logits else None), loss
 
     def train(self, mode: bool = True) -> GPT:
         if mode:

@@ -61,3 +61,42 @@ def test_model_training_loss_is_pytorch_cross_entropy_of_its_logits() -> None:
     assert torch.equal(loss, expected)
     loss.backward()
     assert model.lm_head.weight.grad is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_reuse_logits_gives_the_same_loss_and_gradient(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(70, 50257)).to(dtype)
+    targets = torch.randint(0, 50257, (70,))
+    targets[::4] = -1
+    ref_loss, ref_grad = reference(logits, targets)
+    leaf = logits.detach().clone().requires_grad_()
+    x = leaf * 1  # a non-leaf, like the lm_head's output
+    loss = cross_entropy(x, targets, reuse_logits=True)
+    (0.5 * loss).backward()
+    assert torch.equal(loss.detach(), ref_loss)
+    assert torch.allclose(leaf.grad.float(), 0.5 * ref_grad.float(), rtol=1e-2 if dtype ==
+                          torch.bfloat16 else 1e-5, atol=1e-9)
+
+
+def test_reuse_logits_leaves_logits_alone_without_backward() -> None:
+    logits = torch.randn(6, 11)
+    before = logits.clone()
+    with torch.no_grad():
+        cross_entropy(logits, torch.randint(0, 11, (6,)), reuse_logits=True)
+    assert torch.equal(logits, before)
+
+
+def test_model_without_logits_trains_identically() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=300)
+    a, b = GPT(config), GPT(config)
+    b.load_state_dict(a.state_dict())
+    idx, targets = torch.randint(0, 300, (2, 8)), torch.randint(0, 300, (2, 8))
+    _, loss_a = a(idx, targets)
+    logits_b, loss_b = b(idx, targets, return_logits=False)
+    assert logits_b is None and torch.equal(loss_a, loss_b)
+    loss_a.backward()
+    loss_b.backward()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
+        assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6), name
