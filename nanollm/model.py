@@ -7,10 +7,11 @@ Inference path:  cache = model.new_cache(batch_size)
 Parameter names follow nanoGPT (`transformer.h.0.attn.c_attn.weight`, Linear layout (out, in)),
 so nanoGPT checkpoints load directly and HF GPT-2 weights only need their Conv1D transposed.
 
-Why the inference path is fast on CPU (docs/performance.md has the numbers): prepare_for_inference()
-gives every Linear a copy of its weight reordered for oneDNN's matmul, which reads weights about
-twice as fast as the default `F.linear` (MKL) at decode batch sizes; a decode step where every
-row sits at the same position needs no attention mask; the cache is written in place.
+Why the inference path is fast on CPU (numbers in docs/performance.md): decoding is bound by
+reading the weights, and prepare_for_inference() switches every Linear to oneDNN's matmul, which
+reads them about twice as fast as `F.linear` (MKL) does here, on a copy of each weight in
+oneDNN's blocked layout from batch 2 up. The cache is written in place, and rows that sit at the
+same position (the samples of one prompt) share one slice write and need no attention mask.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class Linear(nn.Linear):
     After `enable_onednn()`, `infer(x)` runs oneDNN's matmul (the kernel torch.compile uses for
     CPU linears), with GELU fused when asked. On a 2-core Zen 4 it reads GPT-2's weights at
     24-31 GB/s where `F.linear` (MKL) reaches 10-15 GB/s. With `pack=True` it also keeps a copy
-    of the weight in oneDNN's blocked layout, about 1.4x faster again from two input rows up,
+    of the weight in oneDNN's blocked layout, 1.3-1.5x faster again from two input rows up,
     at the cost of as much memory as the weight. The copy is rebuilt when the weight changes (an
     in-place update bumps the tensor version; `.to()` moves its storage).
     """
@@ -293,9 +294,9 @@ class GPT(nn.Module):
     def prepare_for_inference(self, pack_weights: bool = True) -> GPT:
         """eval(), and on CPU the oneDNN kernels for forward_cached (see Linear).
 
-        pack_weights keeps a blocked copy of every Linear weight: about 1.4x faster decode from
-        batch 2 up (docs/performance.md), for as much memory again as the Linear weights. They are
-        rebuilt if the weights change and freed by train().
+        pack_weights keeps a blocked copy of every Linear weight: about 1.3x faster decode from
+        batch 2 up (docs/performance.md), for as much memory again as the Linear weights. The
+        copies are rebuilt if the weights change and freed by train().
         """
         self.eval()
         for m in self._linears():
