@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from nanollm.config import GenerationConfig
 from nanollm.generate_cli import SEPARATOR, main
@@ -21,13 +20,8 @@ FLAGS = ["--checkpoint", "--model", "--prompt", "--prompt-file", "--interactive"
          "--device", "--dtype", "--compile", "--config", "--no-echo", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids stalls when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread avoids stalls when other processes share the two cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def expected(checkpoint: Path, prompt: str, **config) -> list[str]:

@@ -15,13 +15,8 @@ BYTE = load_tokenizer("byte")
 EOT = 256
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread avoids stalls when other processes share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread avoids stalls when other processes share the two cores.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def greedy(**kw) -> GenerationConfig:
