@@ -149,16 +149,26 @@ def save_checkpoint(
     return final
 
 
+def read_config_json(folder: str | Path, kind: str) -> dict[str, Any]:
+    """A model folder's config.json as a dict; missing or invalid files raise CheckpointError
+    naming the file. `kind` says what the folder is ("checkpoint folder", "model folder")."""
+    cfg_path = Path(folder) / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{cfg_path}: missing (a {kind} needs {CONFIG_FILE})")
+    try:
+        data = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{cfg_path}: expected a JSON object")
+    return data
+
+
 def read_checkpoint_config(path: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     """Parse and validate config.json; returns the model config and the whole metadata."""
     cfg_path = Path(path) / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{cfg_path}: missing (a checkpoint folder needs {CONFIG_FILE})")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = read_config_json(path, "checkpoint folder")
+    if meta.get("format") != FORMAT:
         raise CheckpointError(f"{cfg_path}: not a nanoLLM checkpoint config (format != {FORMAT!r})")
     version = meta.get("version", 0)
     if isinstance(version, bool) or not isinstance(version, int):

@@ -32,6 +32,7 @@ from nanollm.checkpoint import (
     CheckpointError,
     _replace_dir_atomically,
     check_state_dict,
+    read_config_json,
     torch_load_safe,
 )
 from nanollm.config import ConfigError, ModelConfig
@@ -65,16 +66,7 @@ _NANOLLM_TOKENIZER_KEY = "nanollm_tokenizer"
 
 def read_hf_config(path: str | Path) -> dict[str, Any]:
     """config.json of an HF folder as a dict; errors name the file."""
-    cfg_path = Path(path) / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise CheckpointError(f"{cfg_path}: missing (a model folder needs {CONFIG_FILE})")
-    try:
-        data = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{cfg_path}: expected a JSON object")
-    return data
+    return read_config_json(path, "model folder")
 
 
 def is_hf_gpt2_dir(path: str | Path) -> bool:
