@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanollm import onednn
 from nanollm.config import ModelConfig
 from nanollm.cross_entropy import cross_entropy
 from nanollm.kv_cache import CachedStep, KVCache
@@ -40,16 +41,6 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
-
-
-def onednn_linear_available(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch build can run Linear layers through oneDNN with reordered weights."""
-    if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16):
-        return False
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        return False
-    return hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and hasattr(
-        torch.ops.mkldnn, "_linear_pointwise")
 
 
 def _version(t: torch.Tensor) -> int:
@@ -82,7 +73,7 @@ class Linear(nn.Linear):
     def enable_onednn(self, pack: bool = True) -> bool:
         """Use oneDNN in infer() (and pack the weight); False where it cannot run."""
         self.disable_onednn()
-        self.onednn = onednn_linear_available(self.weight.device, self.weight.dtype)
+        self.onednn = onednn.available(self.weight.device, self.weight.dtype)
         if self.onednn and pack:
             self._pack()
         return self.onednn
@@ -99,8 +90,7 @@ class Linear(nn.Linear):
         return key if b is None else (*key, b.data_ptr(), _version(b))
 
     def _pack(self) -> None:
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
-            self.weight.detach(), self.PACK_ROWS_HINT)
+        self.packed_weight = onednn.pack_weight(self.weight, self.PACK_ROWS_HINT)
         self._packed_key = self._weight_key()
 
     def infer(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
@@ -113,9 +103,7 @@ class Linear(nn.Linear):
             # than the blocked copy, which wins from two rows up.
             if self.packed_weight is not None and x.numel() != x.shape[-1]:
                 w = self.packed_weight
-            b = None if self.bias is None else self.bias.detach()
-            return torch.ops.mkldnn._linear_pointwise(
-                x, w.detach(), b, "gelu" if gelu else "none", [], "tanh" if gelu else "")
+            return onednn.linear(x, w, self.bias, gelu)
         y = F.linear(x, w, self.bias)
         return F.gelu(y, approximate="tanh") if gelu else y
 
