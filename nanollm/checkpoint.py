@@ -6,8 +6,9 @@
     <dir>/trainer_state.pt     optional: optimizer, step, RNG states, data cursor
                                (plain tensors and containers only; loaded with weights_only=True)
 
-A save writes a temporary sibling folder and renames it into place, so a crash mid-save never
-leaves a half-written checkpoint where a good one was.
+A save writes a temporary sibling folder and renames it into place (nanollm.atomic_dir), so a
+crash mid-save never leaves a half-written checkpoint where a good one was; the next save cleans
+up what a killed one left. Readers never change anything on disk.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+# make_temp_dir, replace_dir_atomically and recover_interrupted_save are public here too:
+# every writer of a folder (datasets, exports) shares them.
+from nanollm.atomic_dir import (
+    dir_identity,
+    make_temp_dir,
+    wait_for_replace,
+)
+from nanollm.atomic_dir import recover_interrupted_save as recover_interrupted_save
+from nanollm.atomic_dir import replace_dir_atomically as replace_dir_atomically
 from nanollm.config import ConfigError, ModelConfig
 
 FORMAT = "nanollm-checkpoint"
@@ -36,6 +45,8 @@ TRAINER_STATE_FILE = "trainer_state.pt"
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 TIED_KEY = "lm_head.weight"
 EMBEDDING_KEY = "transformer.wte.weight"
+# A reader that saw the folder replaced under it retries this often before giving up.
+_READ_ATTEMPTS = 5
 
 
 class CheckpointError(RuntimeError):
@@ -65,8 +76,19 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 
 def is_checkpoint_dir(path: str | Path) -> bool:
+    """True when `path` holds a nanoLLM checkpoint. Reads only; a replace in progress is waited
+    out, so a folder being re-saved still counts."""
     path = Path(path)
-    recover_interrupted_save(path)
+    for _ in range(_READ_ATTEMPTS):
+        wait_for_replace(path)
+        before = dir_identity(path)
+        found = _looks_like_checkpoint(path)
+        if found or dir_identity(path) == before:
+            return found
+    return found
+
+
+def _looks_like_checkpoint(path: Path) -> bool:
     if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
         return False
     try:
@@ -75,42 +97,28 @@ def is_checkpoint_dir(path: str | Path) -> bool:
         return False
 
 
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would change it for every thread
+    for an instant); 0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def _finish_files(folder: Path) -> None:
     """Make the written files durable and readable like any other file the user creates
     (safetensors writes through a private temp file, mode 0600, which a server running as
     another user could not read)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    mode = 0o666 & ~_umask()
     for file in folder.iterdir():
-        os.chmod(file, 0o666 & ~umask)
+        os.chmod(file, mode)
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
-
-
-def recover_interrupted_save(final: Path) -> None:
-    """A crash between the two renames of a replace leaves only `.<name>.old-*`; put it back."""
-    if final.exists():
-        return
-    leftovers = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if leftovers:
-        os.replace(leftovers[-1], final)
-
-
-def _replace_dir_atomically(tmp: Path, final: Path) -> None:
-    """Move tmp to final; an existing final is moved aside first and removed only afterwards."""
-    recover_interrupted_save(final)
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:  # put the previous checkpoint back rather than leave nothing
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -124,9 +132,7 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint folder atomically and return its path."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp = make_temp_dir(final)  # also cleans up after saves of `final` that were killed
     try:
         weights = {k: v.detach().to("cpu").contiguous() for k, v in
                    clean_state_dict(state_dict).items()}
@@ -142,7 +148,7 @@ def save_checkpoint(
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
         _finish_files(tmp)
-        _replace_dir_atomically(tmp, final)
+        replace_dir_atomically(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -159,6 +165,8 @@ def read_config_json(folder: str | Path, kind: str) -> dict[str, Any]:
         data = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{cfg_path}: not valid JSON ({exc})") from exc
+    except OSError as exc:  # removed since the check above, unreadable, a folder...
+        raise CheckpointError(f"{cfg_path}: cannot be read ({exc.strerror})") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{cfg_path}: expected a JSON object")
     return data
@@ -246,11 +254,28 @@ def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Checkpoint:
-    """Read a checkpoint folder; weights are checked against config.json before returning."""
+    """Read a checkpoint folder; weights are checked against config.json before returning.
+
+    Reads only. A folder replaced by a concurrent save while it was being read is read again,
+    so the config, weights and trainer state always come from one save."""
+    path = Path(path)
+    for attempt in range(_READ_ATTEMPTS):
+        wait_for_replace(path)
+        before = dir_identity(path)
+        try:
+            ckpt = _read_checkpoint(path, with_trainer_state)
+        except CheckpointError:
+            if dir_identity(path) == before or attempt == _READ_ATTEMPTS - 1:
+                raise
+            continue
+        if dir_identity(path) == before:
+            break
+    return ckpt
+
+
+def _read_checkpoint(path: Path, with_trainer_state: bool) -> Checkpoint:
     from nanollm.model import GPT  # local: model imports nothing from here, keep it that way
 
-    path = Path(path)
-    recover_interrupted_save(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such checkpoint folder")
     config, meta = read_checkpoint_config(path)

@@ -17,7 +17,6 @@ import json
 import math
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ from nanollm.checkpoint import (
     TIED_KEY,
     Checkpoint,
     CheckpointError,
-    _replace_dir_atomically,
     check_state_dict,
+    make_temp_dir,
     read_config_json,
+    replace_dir_atomically,
     torch_load_safe,
 )
 from nanollm.config import ConfigError, ModelConfig
@@ -299,9 +299,7 @@ def export_hf_gpt2(out_dir: str | Path, state_dict: dict[str, torch.Tensor], con
     tokenizer = tokenizer or config.tokenizer
     weights = nanollm_to_hf_state_dict(state_dict, config, dtype)
     final = Path(out_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    tmp = make_temp_dir(final)
     try:
         save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         hf = model_config_to_hf(config, tokenizer, weights[EMBEDDING_KEY].dtype)
@@ -310,7 +308,7 @@ def export_hf_gpt2(out_dir: str | Path, state_dict: dict[str, torch.Tensor], con
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         if tokenizer == "gpt2":
             _write_gpt2_tokenizer(tmp, config)
-        _replace_dir_atomically(tmp, final)
+        replace_dir_atomically(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

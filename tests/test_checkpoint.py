@@ -198,10 +198,18 @@ def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_model) -> None:
         assert stat.S_IMODE(file.stat().st_mode) == 0o644, file
 
 
-def test_crash_between_renames_is_recovered(tmp_path: Path, tiny_model) -> None:
-    """If a replace died after moving the old checkpoint aside, the next read puts it back."""
+def test_crash_between_renames_is_recovered_by_the_next_save_not_by_readers(
+        tmp_path: Path, tiny_model) -> None:
+    """A replace killed after moving the old checkpoint aside leaves only `.latest.old-*`.
+    Readers leave it alone; the next save puts it back before replacing it."""
     path = save_checkpoint(tmp_path / "latest", tiny_model.state_dict(), tiny_model.config)
-    os.replace(path, tmp_path / ".latest.old-deadbeef")  # the state such a crash leaves
-    assert is_checkpoint_dir(path)
+    aside = tmp_path / ".latest.old-deadbeef"  # the name older versions gave it
+    os.replace(path, aside)
+    assert not is_checkpoint_dir(path)
+    with pytest.raises(CheckpointError, match=r"latest: no such checkpoint folder"):
+        load_checkpoint(path)
+    assert _leftovers(tmp_path) == [aside.name] and not path.exists()
+
+    checkpoint_module.recover_interrupted_save(path)
     assert load_checkpoint(path).config == tiny_model.config
-    assert not list(tmp_path.glob(".latest.old-*"))
+    assert _leftovers(tmp_path) == []
