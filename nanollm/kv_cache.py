@@ -5,14 +5,22 @@ sampling and continuous batching need. Writes go into fixed storage, so a decode
 reallocates or concatenates (transformers' `torch.cat` cache copies the whole cache on every
 token).
 
-`KVCache.plan(idx_len, num_new)` decides, once per forward_cached call, where each new token goes
-and what it may attend to; every layer reuses that plan. When all rows sit at the same position
-and add the same number of tokens (a fresh prefill, or decoding the samples of one prompt) the
-plan is a plain slice with no per-row mask, which is the cheap path for attention.
+`KVCache.plan(idx_len, num_new, rows=...)` decides, once per forward_cached call, which cache
+rows take part, where each new token goes and what it may attend to; every layer reuses that
+plan. A step touches only the rows it names: a contiguous run of rows is a view of the storage
+(no copy), any other set is gathered. When all stepped rows sit at the same position and add
+the same number of tokens (a fresh prefill, or decoding the samples of one prompt) the plan
+needs no per-row mask, which is the cheap path for attention.
+
+A row that is reset (a finished request's slot handed to the next one) has the part of its
+storage that its previous occupant used zeroed: attention reads up to the longest row of a step,
+and masked-out keys still meet the softmax's zero weights in a matmul, where a NaN or inf left
+behind would poison the new row (0 * NaN = NaN).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +38,9 @@ class CachedStep:
     mask: None, or (1 or B, 1, S, kv_len) bool, True where a query may attend to a key.
     is_causal: without a mask: queries and keys both start at slot 0 (a prefill of empty rows).
         With neither, every query sees all kv_len keys (one new token per aligned row).
-    lengths: (B,) row lengths after the step.
+    lengths: (B,) lengths of ALL cache rows after the step (rows not stepped are unchanged).
+    rows: the stepped rows: a slice (contiguous rows, read and written through views) or an
+        (R,) index tensor (gathered); tensors above that have a batch dimension have R rows.
     """
 
     positions: torch.Tensor
@@ -39,6 +49,7 @@ class CachedStep:
     mask: torch.Tensor | None
     is_causal: bool
     lengths: torch.Tensor
+    rows: slice | torch.Tensor
 
 
 class KVCache:
@@ -68,22 +79,39 @@ class KVCache:
     def scratch_position(self) -> int:
         return self.max_len
 
+    def select(self, rows: Sequence[int] | None) -> slice | torch.Tensor:
+        """The stepped rows as a slice when they are contiguous and ascending (views, no copy),
+        else as an index tensor. None means every row."""
+        B = self.batch_size
+        if rows is None:
+            return slice(0, B)
+        rows = list(rows)
+        if not rows or min(rows) < 0 or max(rows) >= B or len(set(rows)) != len(rows):
+            raise ValueError(f"rows must be distinct indices in [0, {B}), got {rows}")
+        first = rows[0]
+        if rows == list(range(first, first + len(rows))):
+            return slice(first, first + len(rows))
+        return torch.tensor(rows, dtype=torch.long, device=self.lengths.device)
+
     def plan(self, S: int, num_new: torch.Tensor | None = None,
-             limit: int | None = None) -> CachedStep:
-        """Plan a step that adds up to S tokens per row (num_new (B,) real ones, default all S).
+             limit: int | None = None, rows: Sequence[int] | None = None) -> CachedStep:
+        """Plan a step that adds up to S tokens to each of `rows` (default: every row);
+        num_new (R,) says how many are real per stepped row (default all S).
 
         Raises ValueError when a row would grow past max_len (or past `limit`, the model's
         block_size).
         """
-        B = self.batch_size
+        sel = self.select(rows)
         device = self.lengths.device
-        starts = self.lengths.tolist()  # one host sync per step; B is small
+        row_lengths = self.lengths[sel]  # (R,)
+        R = row_lengths.shape[0]
+        starts = row_lengths.tolist()  # one host sync per step; R is small
         if num_new is None:
-            counts = [S] * B
-            num_new = torch.full((B,), S, dtype=torch.long, device=device)
+            counts = [S] * R
+            num_new = torch.full((R,), S, dtype=torch.long, device=device)
         else:
-            if num_new.shape != (B,):
-                raise ValueError(f"num_new must have shape ({B},), got {tuple(num_new.shape)}")
+            if num_new.shape != (R,):
+                raise ValueError(f"num_new must have shape ({R},), got {tuple(num_new.shape)}")
             counts = num_new.tolist()
             if min(counts) < 0 or max(counts) > S:
                 raise ValueError(f"num_new must be in [0, {S}], got {counts}")
@@ -92,52 +120,70 @@ class KVCache:
         cap = self.max_len if limit is None else min(self.max_len, limit)
         if kv_len > cap:
             raise ValueError(f"sequence would reach {kv_len} tokens; the limit is {cap}")
-        lengths = self.lengths + num_new
+        lengths = self.lengths.clone()
+        lengths[sel] = row_lengths + num_new
 
         start = starts[0]
         if all(s == start for s in starts) and all(n == S for n in counts):
             positions = torch.arange(start, start + S, device=device)  # (S,)
             if S == 1 or start == 0:
                 # One new token sees every cached key; a prefill of empty rows is plain causal.
-                return CachedStep(positions, start, kv_len, None, S > 1, lengths)
+                return CachedStep(positions, start, kv_len, None, S > 1, lengths, sel)
             key_pos = torch.arange(kv_len, device=device)
             mask = key_pos[None, :] <= positions[:, None]  # (S, kv_len)
-            return CachedStep(positions, start, kv_len, mask[None, None], False, lengths)
+            return CachedStep(positions, start, kv_len, mask[None, None], False, lengths, sel)
 
         # Rows at different positions: per-row slots, positions and causal mask.
         steps = torch.arange(S, device=device)
-        nominal = self.lengths[:, None] + steps[None, :]  # (B, S)
-        valid = steps[None, :] < num_new[:, None]  # (B, S)
+        nominal = row_lengths[:, None] + steps[None, :]  # (R, S)
+        valid = steps[None, :] < num_new[:, None]  # (R, S)
         # Padding writes to the scratch slot, never over a real entry; its query position is
         # clamped so every query sees at least one key (no NaN rows).
         write_pos = torch.where(valid, nominal, self.scratch_position)
         positions = nominal.clamp(max=kv_len - 1)
         key_pos = torch.arange(kv_len, device=device)
-        mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # (B, 1, S, kv_len)
-        return CachedStep(positions, write_pos, kv_len, mask, False, lengths)
+        mask = (key_pos[None, None, :] <= positions[:, :, None])[:, None]  # (R, 1, S, kv_len)
+        return CachedStep(positions, write_pos, kv_len, mask, False, lengths, sel)
 
-    def write(self, layer: int, positions: torch.Tensor | int, k: torch.Tensor, v: torch.Tensor,
-              kv_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, nh, S, hs) at slots `positions` (B, S), or at slots start .. start+S-1
-        of every row when `positions` is an int; return views of the first kv_len slots."""
-        if isinstance(positions, int):
+    def write(self, layer: int, step: CachedStep, k: torch.Tensor, v: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (R, nh, S, hs) of the stepped rows where `step` says; return their keys
+        and values (R, nh, kv_len, hs): views for a contiguous run of rows, else gathered."""
+        rows, pos = step.rows, step.write_pos
+        if isinstance(rows, slice):
+            k_rows, v_rows = self.k[layer, rows], self.v[layer, rows]  # views
+            if isinstance(pos, int):
+                S = k.shape[2]
+                k_rows[:, :, pos:pos + S] = k
+                v_rows[:, :, pos:pos + S] = v
+            else:
+                R, H, S, D = k.shape
+                index = pos[:, None, :, None].expand(R, H, S, D)
+                k_rows.scatter_(2, index, k)
+                v_rows.scatter_(2, index, v)
+            return k_rows[:, :, :step.kv_len], v_rows[:, :, :step.kv_len]
+        k_all, v_all = self.k[layer], self.v[layer]  # (B, nh, max_len + 1, hs)
+        if isinstance(pos, int):
             S = k.shape[2]
-            self.k[layer, :, :, positions:positions + S] = k
-            self.v[layer, :, :, positions:positions + S] = v
+            k_all[rows, :, pos:pos + S] = k
+            v_all[rows, :, pos:pos + S] = v
         else:
-            B, H, S, D = k.shape
-            index = positions[:, None, :, None].expand(B, H, S, D)
-            self.k[layer].scatter_(2, index, k)
-            self.v[layer].scatter_(2, index, v)
-        return self.k[layer, :, :, :kv_len], self.v[layer, :, :, :kv_len]
+            # Two advanced indices around a slice: the indexed view is (R, S, nh, hs).
+            k_all[rows[:, None], :, pos] = k.transpose(1, 2)
+            v_all[rows[:, None], :, pos] = v.transpose(1, 2)
+        return k_all[rows, :, :step.kv_len], v_all[rows, :, :step.kv_len]
 
     def reset(self, rows: torch.Tensor | list[int] | None = None) -> None:
-        """Forget the tokens of some rows (all rows by default); storage is reused."""
+        """Forget the tokens of some rows (all rows by default), zeroing the storage they used
+        (see the module docstring); storage is reused."""
+        index = (torch.arange(self.batch_size, device=self.lengths.device) if rows is None
+                 else torch.as_tensor(rows, dtype=torch.long, device=self.lengths.device))
+        for row, used in zip(index.tolist(), self.lengths[index].tolist(), strict=True):
+            if used:
+                self.k[:, row, :, :used] = 0
+                self.v[:, row, :, :used] = 0
         # A new tensor rather than an in-place write: lengths set inside forward_cached are
         # inference tensors, which cannot be modified outside inference mode.
         lengths = self.lengths.clone()
-        if rows is None:
-            lengths.zero_()
-        else:
-            lengths[torch.as_tensor(rows, dtype=torch.long, device=lengths.device)] = 0
+        lengths[index] = 0
         self.lengths = lengths

@@ -17,6 +17,7 @@ same position (the samples of one prompt) share one slice write and need no atte
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -147,7 +148,7 @@ class CausalSelfAttention(nn.Module):
         """x: (B, S, C) new tokens, written to the cache where `step` says."""
         B, S, C = x.shape
         q, k, v = self._heads(self.c_attn.infer(x))
-        keys, values = cache.write(layer, step.write_pos, k, v, step.kv_len)  # (B, nh, L, hs)
+        keys, values = cache.write(layer, step, k, v)  # (B, nh, kv_len, hs)
         y = F.scaled_dot_product_attention(q, keys, values, attn_mask=step.mask,
                                            is_causal=step.is_causal)  # (B, nh, S, hs)
         y = y.transpose(1, 2).reshape(B, S, C)
@@ -319,21 +320,25 @@ class GPT(nn.Module):
         cache: KVCache,
         num_new: torch.Tensor | None = None,
         *,
+        rows: Sequence[int] | None = None,
         all_logits: bool = False,
     ) -> torch.Tensor:
-        """Append tokens to each row's cache and return logits.
+        """Append tokens to some rows of the cache and return their logits.
 
-        idx: (B, S) new tokens per row, right-padded where a row has fewer than S new tokens.
-        num_new: (B,) how many of the S tokens are real in each row (default: all S; 0 leaves a
-        row untouched). Rows may hold different lengths already: row b's tokens go to positions
-        cache.lengths[b] .. + num_new[b] - 1.
-        Returns (B, V) logits at each row's last new token, or (B, S, V) with all_logits.
+        rows: the cache rows (slots) this call steps, R of them (default: all B rows). Only
+        these rows are computed; the others are neither read nor changed.
+        idx: (R, S) new tokens per stepped row, right-padded where a row has fewer than S.
+        num_new: (R,) how many of the S tokens are real in each row (default: all S; 0 leaves a
+        row untouched). Rows may hold different lengths already: row r's tokens go to positions
+        cache.lengths[rows[r]] .. + num_new[r] - 1.
+        Returns (R, V) logits at each row's last new token, or (R, S, V) with all_logits.
         Raises ValueError when a row would grow past the cache or the model's block_size.
         """
         B, S = idx.shape
-        if cache.batch_size != B:
-            raise ValueError(f"idx has {B} rows but the cache has {cache.batch_size}")
-        step = cache.plan(S, num_new, limit=self.config.block_size)
+        R = cache.batch_size if rows is None else len(rows)
+        if R != B:
+            raise ValueError(f"idx has {B} rows but {R} cache rows are stepped")
+        step = cache.plan(S, num_new, limit=self.config.block_size, rows=rows)
         x = self.transformer.wte(idx) + self.transformer.wpe(step.positions)  # (B, S, C)
         for i, block in enumerate(self.transformer.h):
             x = block.forward_cached(x, cache, i, step)

@@ -142,7 +142,7 @@ def test_bad_num_new_and_batch_size_raise() -> None:
         model.forward_cached(torch.zeros(2, 3, dtype=torch.long), cache, torch.tensor([4, 1]))
     with pytest.raises(ValueError, match=r"num_new must have shape \(2,\)"):
         model.forward_cached(torch.zeros(2, 3, dtype=torch.long), cache, torch.tensor([1]))
-    with pytest.raises(ValueError, match="idx has 3 rows but the cache has 2"):
+    with pytest.raises(ValueError, match="idx has 3 rows but 2 cache rows are stepped"):
         model.forward_cached(torch.zeros(3, 3, dtype=torch.long), cache)
 
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
+from decoding_refs import (
+    BYTE,
+    EOT,
+    random_model,
+    reference_greedy,
+    reference_sliding_greedy,
+    scripted_model,
+)
 
-from nanollm.config import GenerationConfig, ModelConfig
+from nanollm.config import GenerationConfig
 from nanollm.detokenizer import IncrementalDetokenizer, StopMatcher
-from nanollm.model import GPT
 from nanollm.pipeline import InferencePipeline
-from nanollm.tokenizer import load_tokenizer
-
-BYTE = load_tokenizer("byte")
-EOT = 256
-
 
 # Tiny models: one thread avoids stalls when other processes share the two cores.
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -25,67 +27,11 @@ def greedy(**kw) -> GenerationConfig:
 
 @pytest.fixture(scope="module")
 def random_pipe() -> InferencePipeline:
-    """A tiny byte-level GPT with large random weights, so its greedy choices are not ties and
-    do not merely repeat the input token."""
-    torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=48, vocab_size=257,
-                            tokenizer="byte"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5 if "wte" in name or "wpe" in name else 0.3)
-    return InferencePipeline.from_model(model, BYTE)
+    return InferencePipeline.from_model(random_model(), BYTE)
 
 
 def scripted_pipe(prompt: str, output: list[int]) -> InferencePipeline:
-    """A real GPT whose weights force it to continue `prompt` with `output` (byte tokens).
-
-    Every block's output projections are zero, so the residual stream is wte[token] + wpe[pos];
-    wte is the identity (tied, so logits = LayerNorm(x) @ wte^T = LayerNorm(x)) and wpe[pos]
-    holds 10 * one-hot(next token), which dominates: argmax at position pos is the token that
-    should follow it. Past the script the model repeats its input token.
-    """
-    full = (BYTE.encode(prompt) or [EOT]) + output
-    n_embd = 264  # >= vocab_size, so every token gets its own dimension
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=len(full) + 8,
-                            vocab_size=257, tokenizer="byte"))
-    with torch.no_grad():
-        for block in model.transformer.h:
-            for proj in (block.attn.c_proj, block.mlp.c_proj):
-                proj.weight.zero_()
-                proj.bias.zero_()
-        model.transformer.wte.weight.copy_(torch.eye(257, n_embd))
-        model.transformer.wpe.weight.zero_()
-        for pos, nxt in enumerate(full[1:]):
-            model.transformer.wpe.weight[pos, nxt] = 10.0
-    return InferencePipeline.from_model(model, BYTE)
-
-
-@torch.no_grad()
-def reference_greedy(model: GPT, ids: list[int], steps: int) -> list[int]:
-    """Greedy decoding by full recomputation over the growing sequence (no cache)."""
-    idx = torch.tensor([ids])
-    out = []
-    for _ in range(steps):
-        logits, _ = model(idx)  # (1, 1, V) at the last position
-        token = int(logits[0, -1].argmax())
-        out.append(token)
-        idx = torch.cat([idx, torch.tensor([[token]])], dim=1)
-    return out
-
-
-def reference_sliding_greedy(model: GPT, ids: list[int], steps: int) -> list[int]:
-    """Greedy by full recomputation over a window that, once full, restarts from the last
-    block_size // 2 tokens: the pipeline's sliding context, spelled out."""
-    block, keep = model.config.block_size, model.config.block_size // 2
-    seq, window, out = list(ids), list(ids), []
-    for _ in range(steps):
-        logits, _ = model(torch.tensor([window]))
-        token = int(logits[0, -1].argmax())
-        out.append(token)
-        seq.append(token)
-        window = seq[-keep:] if len(window) == block else [*window, token]
-    return out
+    return InferencePipeline.from_model(scripted_model(prompt, output), BYTE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -113,13 +59,18 @@ def test_cached_greedy_equals_recomputation_in_a_batch(random_pipe: InferencePip
 
 
 def test_rows_that_finish_early_do_not_disturb_the_others(random_pipe: InferencePipeline) -> None:
-    # Row 1 stops after 3 tokens; row 0 keeps decoding after it stops.
-    a, b = random_pipe.generate_batch(["ab", "x" * 45], greedy(max_new_tokens=15))
-    assert a.token_ids == reference_greedy(random_pipe.model, BYTE.encode("ab"), 15)
-    c = random_pipe.generate_batch(["ab", "xyz"], greedy(max_new_tokens=3))[1]
-    assert c.token_ids == reference_greedy(random_pipe.model, BYTE.encode("xyz"), 3)
-    assert (c.finish_reason, c.completion_tokens) == ("length", 3)
-    assert b.completion_tokens == 15
+    # max_new_tokens 30 for both rows; row 1 stops at its stop string after a few tokens, and
+    # row 0 keeps decoding, in the same batch, to exactly what it produces alone.
+    want = reference_greedy(random_pipe.model, BYTE.encode("ab"), 30)
+    alone = reference_greedy(random_pipe.model, BYTE.encode("xyz"), 30)
+    # The first 2-token string of row 1 that row 0 never produces: row 1 stops on it.
+    end = next(i for i in range(2, 30) if BYTE.decode(alone[i - 2:i]) not in BYTE.decode(want))
+    stop = BYTE.decode(alone[end - 2:end])
+    assert end < 20 and stop not in BYTE.decode(alone[:end - 1])
+    a, b = random_pipe.generate_batch(["ab", "xyz"], greedy(max_new_tokens=30,
+                                                            stop_sequences=[stop]))
+    assert (b.finish_reason, b.token_ids) == ("stop", alone[:end])
+    assert (a.finish_reason, a.token_ids) == ("length", want)
 
 
 def test_context_limit(random_pipe: InferencePipeline) -> None:
@@ -180,10 +131,17 @@ def test_return_types(random_pipe: InferencePipeline) -> None:
 
 
 def test_logprobs_per_token(random_pipe: InferencePipeline) -> None:
-    [c] = random_pipe.generate_detailed("Hi", GenerationConfig(max_new_tokens=6, logprobs=True,
-                                                               stop_at_eos=False))
+    """Each logprob is log_softmax of the full forward's logits at that position, for the token
+    that was chosen."""
+    cfg = GenerationConfig(temperature=0.0, max_new_tokens=6, logprobs=True, stop_at_eos=False)
+    [c] = random_pipe.generate_detailed("Hi", cfg)
     assert c.logprobs is not None and len(c.logprobs) == len(c.token_ids) == 6
-    assert all(lp <= 0.0 for lp in c.logprobs)
+    ids = torch.tensor([BYTE.encode("Hi") + c.token_ids])
+    with torch.no_grad():
+        logits, _ = random_pipe.model(ids, ids)  # (1, T, V) with targets: every position
+    want = torch.log_softmax(logits[0, 1:-1], dim=-1)  # positions that predicted the outputs
+    chosen = want[torch.arange(6), torch.tensor(c.token_ids)]
+    torch.testing.assert_close(torch.tensor(c.logprobs), chosen, atol=1e-5, rtol=1e-5)
 
 
 def test_stream_does_not_leak_inference_mode(random_pipe: InferencePipeline) -> None:
