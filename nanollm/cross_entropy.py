@@ -19,6 +19,11 @@ writes a third. On a CPU each fresh 412 MB buffer also costs ~100k page faults. 
   No (N, V) buffer is allocated and the logits are read once.
 - low-precision logits (bf16 under autocast) are upcast per chunk, never as a full fp32 copy;
   the gradient has the logits' dtype.
+- fp16 logits never take the in-place path. Their gradient entries are about
+  1 / (rows x vocabulary), below fp16's smallest number, so they must be multiplied by the loss
+  scale (GradScaler's, 2^16 at first) before they are rounded to fp16, and the scale is known
+  only in the backward. The backward multiplies in fp32 and rounds once: the scale itself would
+  be inf in fp16 (its largest number is 65504).
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         logits, safe, row_scale = ctx.saved_tensors
         if ctx.grad_in_place:  # the forward left the gradient for grad_loss == 1 in `logits`
             if not _is_one(grad_loss):
-                logits.mul_(grad_loss.to(logits.dtype))
+                logits.mul_(grad_loss)  # in fp32, rounded once to the logits' dtype
             return logits, None, None, None
         N, step = logits.shape[0], chunk_rows(logits)
         row_scale = row_scale * grad_loss.to(torch.float32)
@@ -111,9 +116,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
     logits: (N, V) any float dtype; targets: (N,) int64. Returns a 0-d fp32 tensor.
     reuse_logits: when a backward will follow, overwrite `logits` with their gradient in the
     forward (the caller must not read them afterwards); saves an (N, V) buffer and a pass.
+    Ignored for fp16 logits, whose gradient is only representable once the loss scale is in.
     """
     if logits.dim() != 2 or targets.dim() != 1 or targets.shape[0] != logits.shape[0]:
         raise ValueError(f"cross_entropy expects logits (N, V) and targets (N,), got "
                          f"{tuple(logits.shape)} and {tuple(targets.shape)}")
-    in_place = reuse_logits and logits.requires_grad and torch.is_grad_enabled()
+    in_place = (reuse_logits and logits.requires_grad and torch.is_grad_enabled()
+                and logits.dtype != torch.float16)  # fp16: scale first (module docstring)
     return _ChunkedCrossEntropy.apply(logits, targets, ignore_index, in_place)

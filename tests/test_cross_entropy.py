@@ -100,3 +100,36 @@ def test_model_without_logits_trains_identically() -> None:
     loss_b.backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("reuse_logits", [False, True])
+def test_fp16_gradient_is_scaled_before_it_is_rounded(reuse_logits: bool) -> None:
+    # fp16 training emulated on CPU: 4096 rows put each gradient entry near 1 / (4096 x 2048),
+    # under fp16's smallest number; only the loss scale (GradScaler's) makes them representable.
+    torch.manual_seed(0)
+    n, v, scale = 4096, 2048, 2.0**15
+    logits = (2 * torch.randn(n, v)).half()
+    targets = torch.randint(0, v, (n,))
+    _, ref_grad = reference(logits.float(), targets)
+    want = (ref_grad * scale).half()  # the exact scaled gradient, rounded once to fp16
+    x = logits.clone().requires_grad_()
+    (cross_entropy(x, targets, reuse_logits=reuse_logits) * scale).backward()
+    assert x.grad.dtype == torch.float16
+    assert (x.grad == 0).sum().item() == (want == 0).sum().item() < n * v // 10**5
+    assert torch.allclose(x.grad.float(), want.float(), rtol=2e-3, atol=2e-4)
+
+
+def test_fp16_first_step_is_not_skipped_by_grad_scaler() -> None:
+    # GradScaler starts at 2^16, which is inf in fp16: the step must still see finite gradients.
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=300))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    idx = torch.randint(0, 300, (4, 16))
+    with torch.autocast("cpu", dtype=torch.float16):
+        _, loss = model(idx, idx, return_logits=False)  # the training step's call
+    scaler.scale(loss).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    scaler.step(optimizer)
+    scaler.update()
+    assert scaler.get_scale() == 2.0**16  # halved only after a step skipped for inf/nan
