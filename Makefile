@@ -31,7 +31,7 @@ test: install  ## run the test suite (fast; slow tests: make test-slow)
 test-slow: install  ## run only the slow tests (long training, soak)
 	$(BIN)/pytest -q -m slow
 
-lint: install  ## ruff check
+lint: install buf-lint proto-check  ## ruff check, buf lint/format, generated code up to date
 	$(BIN)/ruff check .
 
 format: install  ## ruff format + autofix
@@ -56,6 +56,35 @@ demo-model: install  ## train the demo model (~25 min on 2 cores) and install it
 	$(BIN)/gpt-train --config config/train_demo.yaml --out-dir $(DEMO_RUN)
 	mkdir -p $(DEMO_DIR)
 	cp $(DEMO_RUN)/latest/model.safetensors $(DEMO_RUN)/latest/config.json $(DEMO_DIR)/
+
+# The protobuf contracts (proto/, buf.yaml; docs/api.md). buf comes from npm into .tools/ (the
+# Buf registry is unreachable here; its native binary runs offline), protoc from grpcio-tools.
+BUF_VERSION := 1.75.0
+TOOLS       := .tools
+BUF         := $(TOOLS)/node_modules/.bin/buf
+BUF_STAMP   := $(TOOLS)/.buf-$(BUF_VERSION)
+.PHONY: proto proto-check buf-install buf-lint buf-breaking
+
+$(BUF_STAMP):
+	@command -v npm >/dev/null || { echo "npm is needed to install buf (apt-get install npm)" >&2; exit 2; }
+	rm -f $(TOOLS)/.buf-*
+	npm install --prefix $(TOOLS) --no-save --no-audit --no-fund --loglevel=error @bufbuild/buf@$(BUF_VERSION)
+	touch $@
+
+buf-install: $(BUF_STAMP)  ## install buf into .tools/ (npm)
+
+buf-lint: $(BUF_STAMP)  ## buf lint (STANDARD + comments) and buf format of proto/
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+buf-breaking: install $(BUF_STAMP)  ## fail on contract changes that break the previous commit
+	$(BIN)/python proto/breaking.py --buf $(BUF)
+
+proto: install  ## regenerate nanollm/v1 (+ .pyi stubs) and build/nanollm.pb from proto/
+	$(BIN)/python proto/codegen.py
+
+proto-check: install  ## fail when nanollm/v1 is stale (then run make proto)
+	$(BIN)/python proto/codegen.py --check
 
 clean:  ## remove caches and build output (keeps .venv)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
