@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import re
 import sys
@@ -37,10 +38,11 @@ NOT_FLAGS = ("stream", "logprobs")
 
 REPL_HELP = """\
 Type a prompt and press Enter to generate its continuation. Commands:
-  set <name> <value>  change a setting (a line starting with `set` and no setting name is a
-                      prompt), e.g. `set temperature 0`, `set top_k 50`,
+  set <name> <value>  change a setting, e.g. `set temperature 0`, `set top_k 50`,
                       `set seed 1` (`set seed none`: random), `set stop END` (adds a stop
-                      sequence; `set stop none` clears them), `set stop_at_eos false`
+                      sequence; `set stop none` clears them), `set stop_at_eos false`.
+                      A line starting with `set` whose next word is neither a setting nor
+                      close to one (`set the table`) is a prompt; a misspelt setting is an error
   show                print the current settings
   help                print this text
   quit, exit          leave (Ctrl-D too; Ctrl-C stops a generation)"""
@@ -78,10 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=("auto", "float32", "bfloat16", "float16"),
                         help="weights dtype; auto = bfloat16 on a capable GPU, else float32 "
                              "(default: auto)")
-    system.add_argument("--compile", action="store_true", help="torch.compile the model")
+    # Refused with a message (see check_args); hidden because it never works here.
+    system.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
     system.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for torch (default: 1 for models under 20M "
-                             "parameters, where more threads only add overhead; else all cores)")
+                        help="CPU threads for torch, 1 to the number of CPUs (default: 1 for "
+                             "models under 20M parameters, where more threads only add "
+                             "overhead; else all cores)")
 
     prompt = parser.add_argument_group("prompt").add_mutually_exclusive_group()
     prompt.add_argument("--prompt", metavar="TEXT",
@@ -130,12 +134,39 @@ def read_prompt(args: argparse.Namespace) -> str:
     if args.prompt_file is None:
         return args.prompt or ""
     path = Path(args.prompt_file)
+    if path.is_dir():
+        raise UsageError(f"prompt file {path} is a folder; give a text file")
     if not path.is_file():
         raise UsageError(f"prompt file {path} does not exist")
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise UsageError(f"prompt file {path} is not UTF-8 text ({exc.reason})") from exc
+        raise UsageError(f"prompt file {path} is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start})") from exc
+    except OSError as exc:  # unreadable: permissions, a FIFO that fails, ...
+        raise UsageError(f"prompt file {path} cannot be read: {exc.strerror or exc}") from exc
+
+
+def check_args(args: argparse.Namespace, config: GenerationConfig) -> None:
+    """Refuse what would fail only after the model is loaded (or crash torch) up front."""
+    from nanollm.device import check_threads, resolve_device
+    from nanollm.tokenizer import require_utf8
+
+    if args.compile:
+        raise UsageError("--compile is not supported for generation: torch.compile wraps the "
+                         "model's training forward(), which generation never calls; it applies "
+                         "to training (gpt-train --compile)")
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+    resolve_device(args.device)
+    try:
+        if args.prompt is not None:
+            require_utf8(args.prompt, "--prompt")
+        for stop in config.stop_sequences:
+            require_utf8(stop, "--stop")
+    except ValueError as exc:  # argv bytes that are not UTF-8: a non-UTF-8 locale or script
+        raise UsageError(f"{exc}; use a UTF-8 locale, or put the prompt in a UTF-8 file and "
+                         "pass --prompt-file") from None
 
 
 def load_pipeline(args: argparse.Namespace) -> Any:
@@ -146,8 +177,6 @@ def load_pipeline(args: argparse.Namespace) -> Any:
     from nanollm.loader import ModelLoader
     from nanollm.pipeline import InferencePipeline
 
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     pipe = InferencePipeline(device=args.device, dtype=args.dtype)
     checkpoint = args.checkpoint
     if checkpoint is None and args.model is None:
@@ -158,7 +187,7 @@ def load_pipeline(args: argparse.Namespace) -> Any:
         note(f"{PROG}: no --checkpoint or --model given; using the shipped demo model {demo}",
              args.quiet)
         checkpoint = str(demo)
-    pipe.load_model(checkpoint_path=checkpoint, model_type=args.model, compile=args.compile)
+    pipe.load_model(checkpoint_path=checkpoint, model_type=args.model)
     if next(pipe.model.parameters()).device.type == "cpu":
         torch.set_num_threads(inference_threads(pipe.model.get_num_params(), args.threads))
     return pipe
@@ -233,9 +262,29 @@ def setting_field(name: str) -> str:
     return {v: k for k, v in RENAMED.items()}.get(field, field)
 
 
+def _setting_names() -> list[str]:
+    """Every spelling `set` accepts: field names and their flag names."""
+    fields = list(_settable())
+    return list(dict.fromkeys([*fields, *(RENAMED.get(f, f) for f in fields)]))
+
+
+def _near_settings(word: str) -> list[str]:
+    """Settings `word` may be a misspelling or an abbreviation of (3 letters or more)."""
+    word = word.lower().replace("-", "_")
+    names = _setting_names()
+    prefixed = [n for n in names if len(word) >= 3 and n.startswith(word)]
+    return prefixed or difflib.get_close_matches(word, names, n=3, cutoff=0.75)
+
+
 def is_set_command(words: list[str]) -> bool:
-    """`set`, or `set <known setting> ...`; "set the table" is a prompt, not a command."""
-    return words[0] == "set" and (len(words) == 1 or setting_field(words[1]) in _settable())
+    """`set`, or `set <word> ...` where the word is a setting or close to one (a misspelt
+    setting must be an error, not text sent to the model); "set the table" is a prompt."""
+    if words[0] != "set":
+        return False
+    if len(words) == 1:
+        return True
+    name = words[1]
+    return setting_field(name) in _settable() or "_" in name or bool(_near_settings(name))
 
 
 def apply_setting(config: GenerationConfig, name: str, value: str) -> GenerationConfig:
@@ -243,8 +292,10 @@ def apply_setting(config: GenerationConfig, name: str, value: str) -> Generation
     field = setting_field(name)
     settable = _settable()
     if field not in settable:
+        near = _near_settings(name)
+        hint = f" (did you mean {' or '.join(near)}?)" if near else ""
         names = ", ".join(RENAMED.get(f, f) for f in settable)
-        raise ValueError(f"unknown setting {name!r}; choose one of {names}")
+        raise ValueError(f"unknown setting {name!r}{hint}; the settings are {names}")
     return config.replace(**{field: _parse_value(field, settable[field], value, config)})
 
 
@@ -253,6 +304,8 @@ def format_settings(config: GenerationConfig) -> str:
 
 
 def repl(pipe: Any, config: GenerationConfig, *, quiet: bool, out: TextIO) -> int:
+    from nanollm.tokenizer import require_utf8
+
     note(f"{PROG}: interactive mode; type a prompt, `help` for commands, `quit` to leave", quiet)
     marker = "> " if sys.stdin.isatty() else ""  # no prompt marker in piped output
     while True:
@@ -264,6 +317,11 @@ def repl(pipe: Any, config: GenerationConfig, *, quiet: bool, out: TextIO) -> in
         command = line.strip()
         words = command.split(maxsplit=2)
         if not command:
+            continue
+        try:
+            require_utf8(line, "the line")
+        except ValueError as exc:
+            print(f"error: {exc}; type UTF-8 text", file=sys.stderr)
             continue
         if command in ("quit", "exit"):
             return 0
@@ -302,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         config = generation_config(args)
+        check_args(args, config)
         prompt = read_prompt(args)
         pipe = load_pipeline(args)
         if args.interactive:

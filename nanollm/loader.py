@@ -9,7 +9,8 @@
 
 Rules: exactly one of checkpoint_path / model_type; a GPT-2 name is looked up only in local
 folders (nothing is downloaded) and a missing one is an error that says what to download — never
-a different model. The tokenizer is the one the checkpoint records.
+a different model. The tokenizer is the one the checkpoint records. compile=True is refused
+(COMPILE_REFUSED says why) rather than accepted and silently not used.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ from nanollm.tokenizer import Tokenizer, load_tokenizer
 log = logging.getLogger(__name__)
 
 KINDS = ("nanollm", "huggingface", "nanogpt")
+# torch.compile(model) or model.compile() wraps forward(), the training path; generation calls
+# forward_cached (KV cache, oneDNN kernels on CPU), which dynamo then never sees.
+COMPILE_REFUSED = ("compile=True is not supported for inference: torch.compile wraps the model's "
+                   "training forward(), which generation never calls; compile applies to "
+                   "training (TrainingConfig.compile, gpt-train --compile)")
 # Hub repositories per GPT-2 size: the legacy short name and the current one.
 _HUB_REPOS = {name: (name, f"openai-community/{name}") for name in ModelConfig.PRESETS}
 
@@ -205,6 +211,11 @@ class ModelLoader:
     ) -> LoadedModel:
         if checkpoint_path is not None and model_type is not None:
             raise ValueError("give checkpoint_path or model_type, not both")
+        if compile:
+            raise ValueError(COMPILE_REFUSED)
+        # A bad device or dtype fails before a large checkpoint is read.
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
         if model_type is not None:
             folder = find_pretrained(model_type)
             ckpt, kind = read_any_checkpoint(folder)
@@ -222,10 +233,7 @@ class ModelLoader:
             ckpt, kind = read_any_checkpoint(checkpoint_path)
             source = str(checkpoint_path)
         tokenizer = _tokenizer_for(ckpt, source)
-        dev = resolve_device(device)
-        model = build_model(ckpt, dev, resolve_dtype(dtype, dev)).prepare_for_inference()
-        if compile:
-            model.compile()  # in place: the object stays a GPT
+        model = build_model(ckpt, dev, torch_dtype).prepare_for_inference()
         return LoadedModel(model=model, tokenizer=tokenizer, source=source, kind=kind,
                            config=ckpt.config)
 

@@ -23,6 +23,22 @@ GPT2_PATTERN = (
 ENDOFTEXT = "<|endoftext|>"
 
 
+def require_utf8(text: str, what: str = "text") -> str:
+    """`text`, or ValueError when it cannot be UTF-8 encoded.
+
+    Python turns bytes that are not UTF-8 (in argv, a file name, a terminal line) into lone
+    surrogates U+DC80..U+DCFF; tiktoken would encode those silently as replacement characters.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        bad = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+               else f"lone surrogate U+{code:04X}")
+        raise ValueError(f"{what} is not UTF-8 text ({bad} at character {exc.start})") from None
+    return text
+
+
 class Tokenizer(Protocol):
     """What the rest of nanoLLM needs from a tokenizer."""
 
@@ -81,6 +97,7 @@ class GPT2Tokenizer:
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         """Text to ids. `<|endoftext|>` in user text is plain text unless allow_special."""
+        require_utf8(text, "text to encode")
         if allow_special:
             return self._enc.encode(text, allowed_special="all")
         return self._enc.encode_ordinary(text)
@@ -102,6 +119,7 @@ class ByteTokenizer:
         self.vocab_size = 257
 
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        require_utf8(text, "text to encode")
         if allow_special and ENDOFTEXT in text:
             out: list[int] = []
             for i, part in enumerate(text.split(ENDOFTEXT)):

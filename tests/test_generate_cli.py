@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from nanollm.config import GenerationConfig
-from nanollm.generate_cli import SEPARATOR, main
+from nanollm.generate_cli import SEPARATOR, format_settings, main
 from nanollm.loader import ModelLoader
 from nanollm.pipeline import InferencePipeline
 
 FLAGS = ["--checkpoint", "--model", "--prompt", "--prompt-file", "--interactive", "--max-tokens",
          "--temperature", "--top-k", "--top-p", "--num-samples", "--seed", "--stop",
          "--repetition-penalty", "--presence-penalty", "--frequency-penalty", "--stop-at-eos",
-         "--device", "--dtype", "--compile", "--config", "--no-echo", "--quiet"]
+         "--device", "--dtype", "--threads", "--config", "--no-echo", "--quiet"]
 
 
 # Tiny models: one thread avoids stalls when other processes share the two cores.
@@ -88,6 +89,39 @@ def test_bad_input_exits_2(argv: list[str], words: str,
     assert words in one_line_error(capsys.readouterr().err)
 
 
+CPUS = os.cpu_count()
+NOT_UTF8_HINT = "; use a UTF-8 locale, or put the prompt in a UTF-8 file and pass --prompt-file"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "100000"],  # torch.set_num_threads(100000) is a segfault
+     f"--threads must be between 1 and {CPUS} (the CPUs on this machine), got 100000"),
+    (["--threads", "0"], f"--threads must be between 1 and {CPUS} (the CPUs on this machine), "
+                         "got 0"),
+    (["--device", "tpu"], "unknown device 'tpu'; choose 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    # b"caf\xe9" (Latin-1) as Python hands it over in sys.argv
+    (["--prompt", os.fsdecode(b"caf\xe9")],
+     "--prompt is not UTF-8 text (byte 0xe9 at character 3)" + NOT_UTF8_HINT),
+    (["--stop", os.fsdecode(b"\xff")],
+     "--stop is not UTF-8 text (byte 0xff at character 0)" + NOT_UTF8_HINT),
+    (["--compile"], "--compile is not supported for generation: torch.compile wraps the model's "
+                    "training forward(), which generation never calls; it applies to training "
+                    "(gpt-train --compile)"),
+])
+def test_refused_before_loading_with_exact_message(
+        tiny_checkpoint: Path, argv: list[str], message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--checkpoint", str(tiny_checkpoint), "--max-tokens", "2", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"gpt-generate: error: {message}\n")
+
+
+def test_prompt_file_that_is_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--prompt-file", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"gpt-generate: error: prompt file {tmp_path} is a folder; give a text file\n")
+
+
 def test_missing_demo_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(ModelLoader, "default_checkpoint", staticmethod(lambda: tmp_path / "no"))
@@ -125,10 +159,37 @@ def test_interactive_ends_at_eof(tiny_checkpoint: Path, monkeypatch: pytest.Monk
     assert re.search(r"stop\s+\['\\n'\]", out) and re.search(r"seed\s+None", out)
 
 
-def test_repl_treats_set_without_a_setting_as_a_prompt() -> None:
+@pytest.mark.parametrize("line, is_command", [
+    ("set temperature 0", True),
+    ("set max-tokens 5", True),
+    ("set", True),  # prints the usage line
+    ("set temprature 0", True),  # misspelt: an error, never a prompt
+    ("set top 5", True),  # abbreviation of top_k / top_p
+    ("set seeds 1", True),
+    ("set frequency_penalt 1", True),
+    ("set the table", False),
+    ("set to music", False),
+    ("set sail at dawn", False),
+    ("settle down", False),
+])
+def test_repl_tells_set_commands_from_prompts(line: str, is_command: bool) -> None:
     from nanollm.generate_cli import is_set_command
 
-    assert is_set_command(["set", "temperature", "0"])
-    assert is_set_command(["set", "max-tokens", "5"])
-    assert is_set_command(["set"])  # prints the usage line
-    assert not is_set_command(["set", "the", "table"])
+    assert is_set_command(line.split(maxsplit=2)) == is_command
+
+
+def test_repl_misspelt_setting_is_an_error_naming_the_settings(
+        tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    line = os.fsdecode(b"caf\xe9")  # a Latin-1 terminal line, as Python reads it
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"set temprature 0\n{line}\nshow\n"))
+    assert main(["--checkpoint", str(tiny_checkpoint), "--interactive", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "error: unknown setting 'temprature' (did you mean temperature?); the settings are "
+        "max_tokens, temperature, top_k, top_p, repetition_penalty, presence_penalty, "
+        "frequency_penalty, seed, stop, num_samples, stop_at_eos",
+        "error: the line is not UTF-8 text (byte 0xe9 at character 3); type UTF-8 text",
+    ]
+    # `show` prints the defaults unchanged, and nothing was generated (the last "\n": EOF)
+    assert out == format_settings(GenerationConfig()) + "\n\n"

@@ -222,12 +222,34 @@ def test_loaded_model_is_ready_for_inference(tiny_checkpoint: Path, tiny_model: 
     assert isinstance(ModelLoader.load_model(tiny_checkpoint, device="cpu"), GPT)
 
 
-def test_dtype_and_compile(tiny_checkpoint: Path) -> None:
-    model = ModelLoader.load_model(tiny_checkpoint, device="cpu", dtype="bfloat16", compile=True)
+def test_dtype(tiny_checkpoint: Path) -> None:
+    model = ModelLoader.load_model(tiny_checkpoint, device="cpu", dtype="bfloat16")
     assert isinstance(model, GPT)
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     with pytest.raises(ValueError, match="dtype"):
         ModelLoader.load(tiny_checkpoint, device="cpu", dtype="float8")
+
+
+def test_compile_is_refused_for_inference(tiny_checkpoint: Path) -> None:
+    # model.compile() would wrap forward() only; generation runs forward_cached, uncompiled.
+    with pytest.raises(ValueError) as exc_info:
+        ModelLoader.load(tiny_checkpoint, device="cpu", compile=True)
+    assert str(exc_info.value) == (
+        "compile=True is not supported for inference: torch.compile wraps the model's training "
+        "forward(), which generation never calls; compile applies to training "
+        "(TrainingConfig.compile, gpt-train --compile)")
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "unknown device 'tpu'; choose 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    ("cuda:x", "unknown device 'cuda:x'; choose 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_unknown_device_is_refused_before_reading(tmp_path: Path, device: str,
+                                                  message: str) -> None:
+    # The path does not exist: the device is checked first, before any file is read.
+    with pytest.raises(ValueError) as exc_info:
+        ModelLoader.load(tmp_path / "missing", device=device)
+    assert str(exc_info.value) == message
 
 
 # ----------------------------------------------------------------------------------------------

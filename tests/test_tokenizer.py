@@ -70,3 +70,14 @@ def test_unknown_tokenizer_is_a_clear_error() -> None:
 def test_loading_is_cached() -> None:
     assert load_tokenizer("gpt2") is load_tokenizer("gpt2")
     assert isinstance(load_tokenizer("gpt2"), GPT2Tokenizer)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "byte"])
+@pytest.mark.parametrize("text, detail", [
+    ("hi\udcff", "byte 0xff at character 2"),  # how Python decodes a non-UTF-8 byte in argv
+    ("\ud800x", "lone surrogate U+D800 at character 0"),
+])
+def test_text_that_is_not_utf8_is_refused(name: str, text: str, detail: str) -> None:
+    with pytest.raises(ValueError) as exc_info:
+        load_tokenizer(name).encode(text)
+    assert str(exc_info.value) == f"text to encode is not UTF-8 text ({detail})"
