@@ -8,8 +8,11 @@
 Input is streamed: read in ~1 MB pieces cut at safe places, tokenized, appended to a temp file.
 Documents of a folder are joined with the tokenizer's end-of-text token. The last
 `train_val_split` of the tokens becomes val.bin. Everything is written into a hidden temp folder
-that is renamed into place at the end, so an interrupted run never leaves a half dataset. A
-dataset already prepared from the same input (sha256) with the same settings is reused.
+that is renamed into place at the end (nanollm.atomic_dir), so an interrupted run never leaves a
+half dataset: an error, Ctrl-C or SIGTERM removes the temp folder, and the next preparation of
+the same folder removes what a killed one left. A dataset already prepared from the same input
+(sha256) with the same settings is reused. URLs are downloaded through nanollm.url_guard, which
+refuses loopback, private and cloud metadata addresses unless allow_private_urls is set.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import json
 import logging
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from nanollm.atomic_dir import make_temp_dir, replace_dir_atomically
+from nanollm.byte_progress import ByteProgress
 from nanollm.dataset import (
     FORMAT,
     META_FILE,
@@ -36,6 +39,7 @@ from nanollm.dataset import (
     open_dataset,
     token_dtype,
 )
+from nanollm.interrupt import Terminated, sigterm_raises
 from nanollm.text_sources import (
     TEXT_SUFFIXES,
     DecodeStats,
@@ -47,6 +51,8 @@ from nanollm.text_sources import (
     source_stem,
 )
 from nanollm.tokenizer import Tokenizer, load_tokenizer
+
+__all__ = ["DataPreparer", "Terminated"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +67,16 @@ class DataPreparer:
     chunk_bytes: how much text is read and tokenized at a time (memory stays ~ a few chunks).
     url_timeout: seconds to wait for a connection or for each read of a URL.
     max_download_bytes: a URL whose body is larger fails instead of filling the disk.
+    allow_private_urls: also download from loopback, private, link-local and cloud metadata
+        addresses (off: a URL, or a redirect, that leads there fails). Turn it on only for
+        local use, never where the URL comes from someone else (a server's users).
     suffixes: which files of a folder are text (others, and hidden files, are skipped).
     data_root: where datasets go when prepare_data is given no output_dir.
     """
 
     def __init__(self, tokenizer: str | Tokenizer = "gpt2", *, chunk_bytes: int = 1 << 20,
                  url_timeout: float = 30.0, max_download_bytes: int = 1 << 30,
-                 suffixes: tuple[str, ...] = TEXT_SUFFIXES,
+                 allow_private_urls: bool = False, suffixes: tuple[str, ...] = TEXT_SUFFIXES,
                  data_root: str | os.PathLike[str] = DEFAULT_DATA_ROOT) -> None:
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
@@ -79,6 +88,7 @@ class DataPreparer:
         self.chunk_bytes = chunk_bytes
         self.url_timeout = url_timeout
         self.max_download_bytes = max_download_bytes
+        self.allow_private_urls = allow_private_urls
         self.suffixes = tuple(suffixes)
         self.data_root = Path(data_root)
         self.dtype = np.dtype(token_dtype(self.tokenizer.vocab_size))
@@ -90,7 +100,10 @@ class DataPreparer:
 
         Default output_dir: <data_root>/<input stem>. A data_path that already is a prepared
         dataset folder is checked and returned as is. Fails with DataError when the input is
-        empty, unreachable, or too short to give train and val block_size + 1 tokens each."""
+        empty, unreachable, or too short to give train and val block_size + 1 tokens each.
+        SIGTERM (in the main thread) raises Terminated, a KeyboardInterrupt, like Ctrl-C; either
+        way nothing is left behind. show_progress: a bar on a terminal, else a log line every
+        30 s (nanollm.byte_progress)."""
         data_path = os.fspath(data_path)
         if not 0.0 < train_val_split < 1.0:
             raise ValueError(f"train_val_split must be in (0, 1), got {train_val_split}")
@@ -103,37 +116,45 @@ class DataPreparer:
         final = Path(output_dir) if output_dir is not None else (
             self.data_root / source_stem(data_path))
         _check_output_dir(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
-        try:
-            if is_url(data_path):
-                root = tmp / _DOWNLOAD_FILE
-                fetch_url(data_path, root, timeout=self.url_timeout,
-                          max_bytes=self.max_download_bytes, show_progress=show_progress)
-            else:
-                root = Path(data_path)
-            docs = list_documents(root, self.suffixes)
-            digest = sha256_of(docs, root)
-            settings = {"tokenizer": self.tokenizer.name, "sha256": digest,
-                        "train_val_split": train_val_split}
-            if _reusable(final, settings):
-                logger.info("%s: already prepared from this input (sha256 %s…) with the same "
-                            "settings; reusing it", final, digest[:12])
-                return self._check_prepared(final, block_size)
-            n_tokens = self._tokenize(docs, tmp / _TOKENS_FILE, data_path, show_progress)
-            n_val = int(n_tokens * train_val_split)
-            _check_sizes(n_tokens - n_val, n_val, train_val_split, block_size, data_path)
-            _split_tokens(tmp / _TOKENS_FILE, tmp, n_tokens - n_val, self.dtype.itemsize)
-            (tmp / _DOWNLOAD_FILE).unlink(missing_ok=True)
-            meta = self._meta(data_path, settings, n_tokens - n_val, n_val, len(docs))
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-            _replace_dir(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with sigterm_raises("data preparation"):
+            tmp = make_temp_dir(final)  # also removes what killed preparations of final left
+            try:
+                if not self._prepare_into(tmp, final, data_path, train_val_split, block_size,
+                                          show_progress):
+                    return self._check_prepared(final, block_size)
+                replace_dir_atomically(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return final
+
+    def _prepare_into(self, tmp: Path, final: Path, data_path: str, train_val_split: float,
+                      block_size: int, show_progress: bool) -> bool:
+        """Write the dataset of data_path into tmp; False when final already holds it."""
+        if is_url(data_path):
+            root = tmp / _DOWNLOAD_FILE
+            fetch_url(data_path, root, timeout=self.url_timeout,
+                      max_bytes=self.max_download_bytes, show_progress=show_progress,
+                      allow_private=self.allow_private_urls)
+        else:
+            root = Path(data_path)
+        docs = list_documents(root, self.suffixes)
+        digest = sha256_of(docs, root)
+        settings = {"tokenizer": self.tokenizer.name, "sha256": digest,
+                    "train_val_split": train_val_split}
+        if _reusable(final, settings):
+            logger.info("%s: already prepared from this input (sha256 %s…) with the same "
+                        "settings; reusing it", final, digest[:12])
+            return False
+        n_tokens = self._tokenize(docs, tmp / _TOKENS_FILE, data_path, show_progress)
+        n_val = int(n_tokens * train_val_split)
+        _check_sizes(n_tokens - n_val, n_val, train_val_split, block_size, data_path)
+        _split_tokens(tmp / _TOKENS_FILE, tmp, n_tokens - n_val, self.dtype.itemsize)
+        (tmp / _DOWNLOAD_FILE).unlink(missing_ok=True)
+        meta = self._meta(data_path, settings, n_tokens - n_val, n_val, len(docs))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         logger.info("%s: %d train + %d val tokens (%s, %s)", final, n_tokens - n_val, n_val,
                     self.tokenizer.name, self.dtype.name)
-        return final
+        return True
 
     def _check_prepared(self, path: Path, block_size: int) -> Path:
         """A prepared dataset is usable here if it is intact, of our tokenizer, long enough."""
@@ -155,8 +176,8 @@ class DataPreparer:
         has_text = False
         eot = self.tokenizer.eot_token
         total_bytes = sum(doc.stat().st_size for doc in docs)
-        with open(out_path, "wb") as out, tqdm(total=total_bytes, unit="B", unit_scale=True,
-                                              desc="tokenize", disable=not show_progress) as bar:
+        with open(out_path, "wb") as out, ByteProgress("tokenize", total_bytes,
+                                                       enabled=show_progress) as progress:
             for doc in docs:
                 doc_tokens = 0
                 for text, n_bytes in iter_text_chunks(doc, chunk_bytes=self.chunk_bytes,
@@ -167,7 +188,7 @@ class DataPreparer:
                         ids = [eot, *ids]  # separate this document from the previous one
                     doc_tokens += len(ids)
                     n_tokens += self._write(out, ids)
-                    bar.update(n_bytes)
+                    progress.update(n_bytes)
         if stats.replaced:
             logger.warning("%s: %d invalid UTF-8 byte sequence(s) replaced with U+FFFD; is the "
                            "input really UTF-8 text?", source, stats.replaced)
@@ -257,13 +278,3 @@ def _split_tokens(tokens: Path, folder: Path, n_train: int, itemsize: int) -> No
     os.truncate(tokens, n_train * itemsize)
     os.replace(tokens, folder / TRAIN_FILE)
 
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move tmp to final; an existing final is moved aside first and removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,8 @@
     ds.train[i : i + block_size + 1]     # np.memmap slice, (block_size + 1,) uint16
 
 The arrays are read-only memory maps, so a multi-GB dataset costs no RAM until sliced. This file
-needs only numpy: the trainer opens datasets without importing the tokenizers.
+needs only numpy: the trainer opens datasets without importing the tokenizers. The three files
+must be inside the folder: a link among them that leads elsewhere is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from nanollm.confined_paths import escape_reason
 
 FORMAT = "nanollm-dataset"
 VERSION = 1
@@ -88,6 +91,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_path = path / META_FILE
     if not meta_path.is_file():
         raise DataError(f"{meta_path}: missing; {path} is not a prepared dataset")
+    _check_inside(meta_path, path)
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -112,10 +116,17 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _check_inside(file: Path, folder: Path) -> None:
+    escape = escape_reason(file, folder)
+    if escape is not None:
+        raise DataError(f"{file}: {escape}; a dataset's files must be inside its folder")
+
+
 def _map_tokens(file: Path, dtype: type[np.unsignedinteger[Any]], expected: int) -> np.memmap:
     """Memory-map a token file read-only after checking its length against meta.json."""
     if not file.is_file():
         raise DataError(f"{file}: missing; prepare the dataset again")
+    _check_inside(file, file.parent)
     itemsize = np.dtype(dtype).itemsize
     size = file.stat().st_size
     if size % itemsize or size // itemsize != expected:

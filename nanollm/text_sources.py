@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from nanollm.byte_progress import ByteProgress
+from nanollm.confined_paths import escape_reason
 from nanollm.dataset import DataError
+from nanollm.url_guard import URLBlockedError, url_opener
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def source_stem(data_path: str) -> str:
 
 
 def list_documents(path: Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> list[Path]:
-    """One file, or a folder's text files (recursively, by relative path, hidden ones skipped)."""
+    """One file, or a folder's text files (recursively, by relative path, hidden ones skipped).
+    A link in the folder that leads outside it is refused (DataError), not followed."""
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_file():
@@ -82,6 +84,11 @@ def list_documents(path: Path, suffixes: tuple[str, ...] = TEXT_SUFFIXES) -> lis
     if not docs:
         raise DataError(f"{path}: folder holds no text files (looked for {', '.join(suffixes)} "
                         f"recursively; hidden files are skipped)")
+    for doc in docs:
+        escape = escape_reason(doc, path)
+        if escape is not None:
+            raise DataError(f"{doc}: {escape}; a folder's documents must be inside it (copy "
+                            f"the file in, or remove the link)")
     return docs
 
 
@@ -101,25 +108,34 @@ def sha256_of(docs: list[Path], root: Path) -> str:
 
 
 def fetch_url(url: str, dest: Path, *, timeout: float, max_bytes: int,
-              show_progress: bool = True) -> None:
+              show_progress: bool = True, allow_private: bool = False) -> None:
     """Download `url` into `dest`. Fails with DataError on an HTTP error, an unreachable host,
-    no answer within `timeout` seconds (per connect or read), or a body over `max_bytes`."""
+    no answer within `timeout` seconds (per connect or read), a body over `max_bytes`, a body
+    shorter than its Content-Length (the connection closed early), or, unless allow_private,
+    a host (first or after a redirect) that is loopback, private, link-local or a cloud
+    metadata address (see nanollm.url_guard)."""
     request = urllib.request.Request(url, headers={"User-Agent": "nanollm"})
+    opener = url_opener(allow_private=allow_private)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp, open(dest, "wb") as out:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+        with opener.open(request, timeout=timeout) as resp, open(dest, "wb") as out:
+            total = _content_length(resp.headers.get("Content-Length"))
             if total is not None and total > max_bytes:
                 raise DataError(_too_big(url, f"{total} bytes", max_bytes))
             got = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc="download",
-                      disable=not show_progress) as bar:
+            with ByteProgress("download", total, enabled=show_progress) as progress:
                 while block := resp.read(_READ_BYTES):
                     got += len(block)
                     if got > max_bytes:
                         raise DataError(_too_big(url, f"more than {max_bytes} bytes", max_bytes))
                     out.write(block)
-                    bar.update(len(block))
+                    progress.update(len(block))
+            if total is not None and got != total:
+                raise DataError(f"{url}: download incomplete: got {got} of the {total} bytes the "
+                                "server announced (the connection closed early); try again")
+    except URLBlockedError as exc:
+        raise DataError(f"{url}: refused: {exc}; downloads from loopback, private, link-local "
+                        "and cloud metadata addresses are blocked (allow_private_urls=True "
+                        "allows them for local use)") from None
     except urllib.error.HTTPError as exc:
         exc.close()
         raise DataError(f"{url}: HTTP {exc.code} {exc.reason}") from None
@@ -129,9 +145,18 @@ def fetch_url(url: str, dest: Path, *, timeout: float, max_bytes: int,
         raise DataError(f"{url}: cannot reach it ({exc.reason})") from None
     except TimeoutError:
         raise DataError(f"{url}: no answer within {timeout:g} s (timeout)") from None
+    except http.client.IncompleteRead as exc:
+        raise DataError(f"{url}: download incomplete: the connection closed early "
+                        f"({exc}); try again") from None
     except (http.client.HTTPException, OSError) as exc:
         raise DataError(f"{url}: download failed ({type(exc).__name__}: {exc})") from None
     logger.info("downloaded %s (%d bytes)", url, got)
+
+
+def _content_length(value: str | None) -> int | None:
+    """The announced body size; None when absent or not a plain number (then unchecked)."""
+    value = (value or "").strip()
+    return int(value) if value.isdigit() else None
 
 
 def _too_big(url: str, what: str, max_bytes: int) -> str:

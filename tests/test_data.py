@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import json
 import logging
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from local_http import LocalServer, send_body
 
 from nanollm import DataPreparer
 from nanollm.dataset import DataError, is_dataset_dir, open_dataset, token_dtype
@@ -31,7 +30,8 @@ def prepare(tmp_path: Path, data: str | Path, **kwargs: object) -> Path:
     """Byte tokenizer, block 8, no progress bar: the small settings most tests want."""
     kwargs.setdefault("block_size", 8)
     preparer_kwargs = {k: kwargs.pop(k) for k in ("chunk_bytes", "max_download_bytes",
-                                                  "url_timeout") if k in kwargs}
+                                                  "url_timeout", "allow_private_urls")
+                       if k in kwargs}
     preparer = DataPreparer(str(kwargs.pop("tokenizer", "byte")), **preparer_kwargs)
     out = kwargs.pop("output_dir", tmp_path / "ds")
     return preparer.prepare_data(str(data), output_dir=out, show_progress=False, **kwargs)
@@ -245,44 +245,18 @@ def test_bad_arguments(tmp_path: Path) -> None:
 def test_refused_url_fails_fast(tmp_path: Path) -> None:
     start = time.monotonic()
     with pytest.raises(DataError, match="cannot reach"):
-        prepare(tmp_path, "http://127.0.0.1:9/x.txt", url_timeout=5)
+        prepare(tmp_path, "http://127.0.0.1:9/x.txt", url_timeout=5, allow_private_urls=True)
     assert time.monotonic() - start < 5
     assert list(tmp_path.iterdir()) == []
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves /book.txt with Content-Length, /stream.txt without one, anything else 404."""
-
-    protocol_version = "HTTP/1.0"
-
-    def do_GET(self) -> None:
-        if self.path not in ("/book.txt", "/stream.txt"):
-            self.send_error(404, "Not Found")
-            return
-        body = TEXT.encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        if self.path == "/book.txt":
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        for i in range(0, len(body), 256):
-            self.wfile.write(body[i:i + 256])
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    """/book.txt with a Content-Length, /stream.txt without one, anything else 404."""
+    routes = {"/book.txt": send_body(TEXT.encode()),
+              "/stream.txt": send_body(TEXT.encode(), length=None)}
+    with LocalServer(routes) as srv:
+        yield srv.url("")
 
 
 @pytest.fixture(autouse=True)
@@ -296,8 +270,8 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_url_from_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str,
                                name: str) -> None:
     monkeypatch.chdir(tmp_path)
-    out = DataPreparer("byte").prepare_data(f"{server}/{name}", block_size=8,
-                                            show_progress=False)
+    out = DataPreparer("byte", allow_private_urls=True).prepare_data(
+        f"{server}/{name}", block_size=8, show_progress=False)
     assert out == Path("data") / Path(name).stem
     ds = open_dataset(out)
     assert ds.meta["source"] == f"{server}/{name}"
@@ -309,13 +283,13 @@ def test_url_from_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
 @pytest.mark.parametrize("name", ["book.txt", "stream.txt"])
 def test_url_size_limit(tmp_path: Path, server: str, name: str) -> None:
     with pytest.raises(DataError, match="over the download limit of 1000 bytes"):
-        prepare(tmp_path, f"{server}/{name}", max_download_bytes=1000)
+        prepare(tmp_path, f"{server}/{name}", max_download_bytes=1000, allow_private_urls=True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_url_http_error(tmp_path: Path, server: str) -> None:
     with pytest.raises(DataError, match="HTTP 404"):
-        prepare(tmp_path, f"{server}/missing.txt")
+        prepare(tmp_path, f"{server}/missing.txt", allow_private_urls=True)
 
 
 def test_open_dataset_errors(tmp_path: Path) -> None:
