@@ -36,6 +36,8 @@ from nanollm.checkpoint import (
     torch_load_safe,
 )
 from nanollm.config import ConfigError, ModelConfig
+from nanollm.confined_paths import escape_reason, is_plain_name
+from nanollm.interrupt import sigterm_raises
 from nanollm.tokenizer import gpt2_vocab_dir, load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -147,13 +149,37 @@ def _load_weight_file(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _hub_blobs(path: Path) -> tuple[Path, ...]:
+    """The hub cache keeps a revision's files in `<repo>/snapshots/<rev>/` as links into
+    `<repo>/blobs/`; for such a folder, files may also lead there."""
+    real = path.resolve()
+    blobs = real.parent.parent / "blobs"
+    return (blobs,) if real.parent.name == "snapshots" and blobs.is_dir() else ()
+
+
+def _weight_path(path: Path, name: str, listed_in: Path | None = None) -> Path:
+    """path/name, refused when the name or a link leads out of the folder (or its hub blobs)."""
+    where = f" (listed in {listed_in.name})" if listed_in is not None else ""
+    if not isinstance(name, str) or not is_plain_name(name):
+        raise CheckpointError(f"{listed_in or path}: file name {name!r}{where} is not a plain "
+                              f"name inside {path}")
+    file = path / name
+    escape = escape_reason(file, path, also=_hub_blobs(path))
+    if escape is not None:
+        raise CheckpointError(f"{file}{where}: {escape}; weight files must be inside the "
+                              "model folder")
+    return file
+
+
 def read_hf_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
-    """The raw HF state dict of a folder (single file or shards) and the file it came from."""
+    """The raw HF state dict of a folder (single file or shards) and the file it came from.
+    Every file read, shards named by an index included, must be inside the folder."""
     path = Path(path)
     for name in WEIGHT_FILES:
         file = path / name
         if not file.is_file():
             continue
+        file = _weight_path(path, name)
         if not name.endswith(".index.json"):
             return _load_weight_file(file), file
         try:
@@ -163,9 +189,10 @@ def read_hf_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], Path]:
             raise CheckpointError(f"{file}: not a valid shard index ({exc})") from exc
         state: dict[str, torch.Tensor] = {}
         for shard in shards:
-            if not (path / shard).is_file():
-                raise CheckpointError(f"{path / shard}: missing (listed in {file.name})")
-            state.update(_load_weight_file(path / shard))
+            shard_file = _weight_path(path, shard, listed_in=file)
+            if not shard_file.is_file():
+                raise CheckpointError(f"{shard_file}: missing (listed in {file.name})")
+            state.update(_load_weight_file(shard_file))
         return state, file
     raise CheckpointError(f"{path}: no weights found (expected one of {', '.join(WEIGHT_FILES)})")
 
@@ -299,17 +326,18 @@ def export_hf_gpt2(out_dir: str | Path, state_dict: dict[str, torch.Tensor], con
     tokenizer = tokenizer or config.tokenizer
     weights = nanollm_to_hf_state_dict(state_dict, config, dtype)
     final = Path(out_dir)
-    tmp = make_temp_dir(final)
-    try:
-        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        hf = model_config_to_hf(config, tokenizer, weights[EMBEDDING_KEY].dtype)
-        (tmp / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
-        gen = {"bos_token_id": hf["bos_token_id"], "eos_token_id": hf["eos_token_id"]}
-        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
-        if tokenizer == "gpt2":
-            _write_gpt2_tokenizer(tmp, config)
-        replace_dir_atomically(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with sigterm_raises("export"):  # SIGTERM, like Ctrl-C, removes the temp folder
+        tmp = make_temp_dir(final)
+        try:
+            save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            hf = model_config_to_hf(config, tokenizer, weights[EMBEDDING_KEY].dtype)
+            (tmp / CONFIG_FILE).write_text(json.dumps(hf, indent=2) + "\n")
+            gen = {"bos_token_id": hf["bos_token_id"], "eos_token_id": hf["eos_token_id"]}
+            (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+            if tokenizer == "gpt2":
+                _write_gpt2_tokenizer(tmp, config)
+            replace_dir_atomically(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return final

@@ -163,3 +163,55 @@ def test_gpt_export_help_explains_every_flag(capsys: pytest.CaptureFixture) -> N
     text = capsys.readouterr().out
     for flag in ("checkpoint", "out_dir", "--dtype", "--force"):
         assert flag in text
+
+
+def _shard_folder(tiny_hf_dir: Path, shard_name: str) -> Path:
+    """tiny_hf_dir with its weights listed by model.safetensors.index.json as `shard_name`."""
+    from safetensors.torch import load_file
+
+    keys = load_file(str(tiny_hf_dir / "model.safetensors")).keys()
+    index = {"metadata": {}, "weight_map": {k: shard_name for k in keys}}
+    (tiny_hf_dir / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tiny_hf_dir / "model.safetensors").rename(tiny_hf_dir / "model-00001-of-00001.safetensors")
+    return tiny_hf_dir
+
+
+@pytest.mark.parametrize("name", ["../../../etc/passwd", "/etc/passwd",
+                                  "sub/../../model.safetensors", "..\\..\\x.safetensors"])
+def test_shard_index_cannot_name_files_outside_the_folder(tiny_hf_dir: Path, name: str) -> None:
+    folder = _shard_folder(tiny_hf_dir, name)
+    with pytest.raises(CheckpointError) as info:
+        ModelLoader.load(folder, device="cpu")
+    index = folder / "model.safetensors.index.json"
+    assert str(info.value) == (f"{index}: file name {name!r} (listed in {index.name}) is not a "
+                               f"plain name inside {folder}")
+
+
+def test_weight_links_out_of_the_folder_are_refused(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    folder = _shard_folder(tiny_hf_dir, "model-00001-of-00001.safetensors")
+    ModelLoader.load(folder, device="cpu")  # the plain sharded folder loads
+    outside = tmp_path / "elsewhere.safetensors"
+    (folder / "model-00001-of-00001.safetensors").rename(outside)
+    (folder / "model-00001-of-00001.safetensors").symlink_to(outside)
+    with pytest.raises(CheckpointError) as info:
+        ModelLoader.load(folder, device="cpu")
+    assert str(info.value) == (
+        f"{folder / 'model-00001-of-00001.safetensors'} (listed in model.safetensors.index.json)"
+        f": leads to {outside}, outside {folder}; weight files must be inside the model folder")
+    (folder / "model.safetensors.index.json").unlink()
+    (folder / "model.safetensors").symlink_to(outside)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: leads to .*, outside "):
+        ModelLoader.load(folder, device="cpu")
+
+
+def test_hub_cache_snapshot_links_into_blobs_load(tiny_hf_dir: Path, tmp_path: Path) -> None:
+    """The hub cache's layout: snapshots/<rev>/<file> -> ../../blobs/<hash>."""
+    repo = tmp_path / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snapshot = repo / "snapshots" / "0123abc"
+    snapshot.mkdir(parents=True)
+    for i, file in enumerate(sorted(tiny_hf_dir.iterdir())):
+        file.rename(repo / "blobs" / f"blob{i}")
+        (snapshot / file.name).symlink_to(Path("../../blobs") / f"blob{i}")
+    loaded = ModelLoader.load(snapshot, device="cpu", dtype="float32")
+    assert loaded.kind == "huggingface"
