@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,29 +219,55 @@ def check_state_dict(state_dict: dict[str, torch.Tensor], expected: dict[str, to
                                   f"expects {shape}")
 
 
+# torch's weights-only refusals; each names the global (class or function) the file needs.
+_NOT_ALLOWED = (
+    re.compile(r"GLOBAL (\S+) was not an allowed global"),
+    re.compile(r"unsupported GLOBAL (\S+) whose module \S+ is blocked"),
+    re.compile(r"reduce for unrecognized function (.+?)(?: which belongs to .*)?$", re.M),
+    re.compile(r"(?:create new object|build) .* but got <class '([^']+)'>"),
+    re.compile(r"``(torch\.[\w.]+)`` (?:and ``[\w.]+`` )?must be imported"),
+)
+
+
 def torch_load_safe(path: Path) -> Any:
-    """torch.load(weights_only=True); a file that needs full unpickling or is damaged raises a
-    CheckpointError that names the file and the offending class (never a fallback)."""
+    """torch.load(weights_only=True); a file that holds other objects, or is damaged, raises a
+    CheckpointError that names the file and the offending global (never a fallback)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a pickle protocol torch does not write: same checks
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError... depending on damage
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
-            raise CheckpointError(
-                f"{path}: holds a pickled {found.group(1)}, which only full unpickling could "
-                "rebuild; nanoLLM loads torch files only with torch.load(weights_only=True) "
-                "(plain tensors, numbers, strings, lists and dicts), because full unpickling can "
-                "run arbitrary code"
-            ) from exc
-        reason = _torch_reason(exc)
-        raise CheckpointError(f"{path}: corrupt or not a torch file ({reason})") from exc
+        text = _unpickler_message(exc)
+        for pattern in _NOT_ALLOWED:
+            found = pattern.search(text)
+            if found:
+                raise CheckpointError(
+                    f"{path}: holds objects that are not allowed in a checkpoint "
+                    f"({found.group(1)}); nanoLLM reads torch files only with "
+                    "torch.load(weights_only=True) (tensors, numbers, strings, lists and dicts) "
+                    "and never falls back to full unpickling, which could run code hidden in "
+                    "the file") from None
+        raise CheckpointError(f"{path}: corrupt or not a torch file ({_torch_reason(text, exc)})"
+                              ) from None
 
 
-def _torch_reason(exc: Exception) -> str:
-    """The cause in torch's load error, without its advice to retry with weights_only=False."""
-    text = str(exc)
-    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text, re.S)
-    return (found.group(1) if found else text.splitlines()[0] if text else type(exc).__name__)
+def _unpickler_message(exc: Exception) -> str:
+    """torch wraps the unpickler's own error in advice to load with full unpickling; the
+    original error is kept as the context."""
+    inner = exc.__context__
+    if isinstance(exc, pickle.UnpicklingError) and isinstance(inner, pickle.UnpicklingError):
+        return str(inner)
+    return str(exc)
+
+
+def _torch_reason(text: str, exc: Exception) -> str:
+    """The cause in a torch load error, without its advice to load with full unpickling."""
+    found = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(Check the documentation|$)", text,
+                      re.S)
+    reason = found.group(1) if found else text.strip().splitlines()[0] if text.strip() else ""
+    if not reason or "weights_only" in reason:
+        return type(exc).__name__
+    return reason
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any] | None:

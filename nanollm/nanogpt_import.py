@@ -33,24 +33,12 @@ _REQUIRED_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
 # Older nanoGPT registers the causal mask as `attn.bias` when flash attention is unavailable.
 _MASK_BUFFER = re.compile(r"^transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
 
-# What to do with a ckpt.pt that torch.load(weights_only=True) refuses.
-_RESAVE_HINT = (
-    "If you trust the file, re-save its plain parts once: python -c \"import torch; "
-    "c = torch.load('ckpt.pt', weights_only=False); torch.save({'model': c['model'], "
-    "'model_args': dict(c['model_args'])}, 'ckpt_plain.pt')\""
-)
-
 
 def read_nanogpt_file(path: Path) -> dict[str, Any]:
     """torch.load(weights_only=True) with errors that name the file and say why."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
-    try:
-        ckpt = torch_load_safe(path)
-    except CheckpointError as exc:
-        if "full unpickling" in str(exc):
-            raise CheckpointError(f"{exc}. {_RESAVE_HINT}") from exc.__cause__
-        raise
+    ckpt = torch_load_safe(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise CheckpointError(f"{path}: not a nanoGPT checkpoint (expected a dict with 'model')")
     if not isinstance(ckpt.get("model_args"), dict):

@@ -178,12 +178,60 @@ def test_missing_tensors_are_listed(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "ckpt")
 
 
-def test_trainer_state_with_pickled_object_is_refused(tiny_model: GPT, tmp_path: Path) -> None:
-    path = save_checkpoint(tmp_path / "ckpt", tiny_model.state_dict(), tiny_model.config,
-                           trainer_state={"step": 1, "extra": Custom()})
-    load_checkpoint(path)  # the weights alone still load
-    with pytest.raises(CheckpointError, match=r"trainer_state\.pt: holds a pickled .*Custom"):
-        load_checkpoint(path, with_trainer_state=True)
+class MakesADirectory:
+    """Unpickling this would call os.mkdir: what a malicious checkpoint does."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.mkdir, (str(self.target),))
+
+
+def _nanogpt_file(model: GPT, path: Path, extra: object) -> Path:
+    c = model.config
+    torch.save({"model": model.state_dict(), "extra": extra,
+                "model_args": dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                   block_size=c.block_size, vocab_size=c.vocab_size)}, path)
+    return path
+
+
+@pytest.mark.parametrize("where", ["trainer_state.pt", "nanogpt ckpt.pt"])
+@pytest.mark.parametrize(("payload", "named"), [
+    ("os.mkdir", "posix.mkdir"),  # a module torch blocks outright
+    ("class", "test_checkpoint.Custom"),  # a class it does not allow
+    ("eval", "eval"),  # a builtin function
+])
+def test_pickled_objects_are_refused_naming_the_global_without_torch_advice(
+        tiny_model: GPT, tmp_path: Path, where: str, payload: str, named: str) -> None:
+    marker = tmp_path / "payload-ran"
+    extra = {"os.mkdir": MakesADirectory(marker), "class": Custom(),
+             "eval": Evaluates()}[payload]
+    if where == "trainer_state.pt":
+        path = save_checkpoint(tmp_path / "ckpt", tiny_model.state_dict(), tiny_model.config,
+                               trainer_state={"step": 1, "extra": extra})
+        load_checkpoint(path)  # the weights alone still load
+        bad_file = path / "trainer_state.pt"
+        with pytest.raises(CheckpointError) as err:
+            load_checkpoint(path, with_trainer_state=True)
+    else:
+        from nanollm.nanogpt_import import load_nanogpt
+
+        bad_file = _nanogpt_file(tiny_model, tmp_path / "ckpt.pt", extra)
+        with pytest.raises(CheckpointError) as err:
+            load_nanogpt(bad_file)
+    message = str(err.value)
+    assert message.startswith(f"{bad_file}: holds objects that are not allowed in a checkpoint "
+                              f"({named.replace('test_checkpoint', Custom.__module__)}); ")
+    assert "weights_only=False" not in message and "weights_only` set to `False" not in message
+    assert "Re-running" not in message and "trust" not in message
+    assert err.value.__suppress_context__  # torch's advice is not printed with a traceback
+    assert not marker.exists()
+
+
+class Evaluates:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (eval, ("1 + 1",))
 
 
 def test_saved_files_are_readable_by_others(tmp_path: Path, tiny_model) -> None:
