@@ -22,8 +22,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)  ## create .venv and install nanollm with dev tools
 
-generate: install  ## generate text from the shipped demo model
-	$(BIN)/gpt-generate --prompt "$(or $(PROMPT),ROMEO:)" --max-tokens 200
+# PROMPT reaches gpt-generate verbatim (quotes, $, backslashes): its unexpanded value, single-
+# quoted for the shell with each ' written as '\''.
+generate: install  ## generate text from the demo model (PROMPT='...', MAX_TOKENS=N)
+	$(BIN)/gpt-generate --max-tokens '$(or $(MAX_TOKENS),200)' \
+		--prompt '$(subst ','\'',$(or $(value PROMPT),ROMEO:))'
 
 test: install  ## run the test suite (fast; slow tests: make test-slow)
 	$(BIN)/pytest -q
