@@ -21,6 +21,9 @@ from typing import Any, ClassVar, TypeVar
 
 C = TypeVar("C", bound="BaseConfig")
 
+# More torch threads than this is a typo, not a setting: OpenMP can crash creating them.
+MAX_THREADS = 1024
+
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or out of range; the message names the field."""
@@ -104,12 +107,23 @@ class BaseConfig:
                 hint = difflib.get_close_matches(key, known, n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"unknown {cls.__name__} field {key!r}{extra}")
+            cls.check_section(key, value)
             sub = _nested_config_type(cls, key)
             kwargs[key] = sub.from_dict(value) if sub and isinstance(value, dict) else value
         try:
             return cls(**kwargs)
         except TypeError as exc:  # a required field is missing
             raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def check_section(cls, key: str, value: Any) -> None:
+        """A nested config (TrainingConfig's `model:`) must be given as a mapping; a file that
+        says `model: 4` would otherwise be dropped silently when flags add model fields."""
+        sub = _nested_config_type(cls, key)
+        if sub is not None and not isinstance(value, dict | sub):
+            raise ConfigError(f"{cls.__name__}.{key} must be a mapping of {sub.__name__} fields "
+                              f"(`{key}:` followed by indented `name: value` lines), got "
+                              f"{value!r}")
 
     def replace(self: C, **changes: Any) -> C:
         """A validated copy with some fields changed."""
@@ -223,6 +237,9 @@ class TrainingConfig(BaseConfig):
     data_path: str | None = option(None, "text file, folder, http(s) URL or prepared dataset "
                                           "folder")
     data_dir: str = option("data", "where prepared datasets are written")
+    allow_private_urls: bool = option(False, "let an http(s) data_path reach loopback, private, "
+                                             "link-local and cloud metadata addresses (local "
+                                             "use; never for a URL someone else chose)")
     train_val_split: float = option(0.1, "fraction of the text held out for validation",
                                     min=0.0, max=0.5, min_exclusive=True)
     # run
@@ -243,7 +260,8 @@ class TrainingConfig(BaseConfig):
     warmup_iters: int = option(100, "linear warmup steps", min=0)
     lr_decay_iters: int | None = option(None, "step where decay reaches min_lr (default max_iters)",
                                         min=0)
-    min_lr: float = option(6e-5, "learning rate at the end of decay", min=0.0)
+    min_lr: float | None = option(None, "learning rate at the end of decay (default: "
+                                        "learning_rate / 10, as nanoGPT's 6e-4 -> 6e-5)", min=0.0)
     # evaluation, logging, checkpoints
     eval_interval: int = option(250, "evaluate and save every N steps", min=1)
     eval_iters: int = option(20, "batches per split in each evaluation", min=1)
@@ -260,7 +278,7 @@ class TrainingConfig(BaseConfig):
     fsdp: bool = option(False, "shard with FSDP instead of DDP (GPU)")
     num_threads: int | None = option(None, "torch threads per rank (default on CPU: 1 for models "
                                      "under 20M params, else cores / local ranks)",
-                                     min=1)
+                                     min=1, max=MAX_THREADS)
     peak_flops: float | None = option(None, "peak FLOP/s of one device for MFU (default: the GPU "
                                       "table; CPU: 9e10 (fp32) or 2e11 (bf16) per thread)", min=0.0,
                                       min_exclusive=True)
@@ -272,11 +290,17 @@ class TrainingConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.min_lr > self.learning_rate:
+        if self.min_lr is not None and self.min_lr > self.learning_rate:
             raise ConfigError(
                 f"TrainingConfig.min_lr ({self.min_lr}) must not exceed "
-                f"TrainingConfig.learning_rate ({self.learning_rate})"
+                f"TrainingConfig.learning_rate ({self.learning_rate}); leave min_lr out to "
+                "decay to learning_rate / 10"
             )
+
+    @property
+    def final_lr(self) -> float:
+        """The learning rate the decay ends at: min_lr, or learning_rate / 10 when unset."""
+        return self.learning_rate / 10 if self.min_lr is None else self.min_lr
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,13 +31,17 @@ C = TypeVar("C", bound=BaseConfig)
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a .yaml/.yml/.json file into a dict, with errors that name the file."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a .yaml, .yml or .json file")
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte "
                           f"{exc.start})") from exc
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror})") from exc
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -67,6 +71,8 @@ def build_config(
     """File values, then explicit overrides, validated once at the end."""
     data = read_config_file(path) if path else {}
     try:
+        for key, value in data.items():
+            cls.check_section(key, value)  # before flags merge over it
         return cls.from_dict(merge_dicts(data, overrides or {}))
     except ConfigError as exc:
         where = f" (from {path})" if path else ""

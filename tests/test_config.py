@@ -134,3 +134,39 @@ def test_non_utf8_config_file_names_the_file(tmp_path) -> None:
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match=r"binary.yaml is not UTF-8 text"):
         build_config(TrainingConfig, path)
+
+
+def test_min_lr_defaults_to_a_tenth_of_the_learning_rate() -> None:
+    # nanoGPT's pair (6e-4 -> 6e-5) scaled to the README's fine-tuning rate, which used to fail
+    # against a fixed min_lr of 6e-5
+    assert TrainingConfig(learning_rate=3e-5).final_lr == pytest.approx(3e-6)
+    assert TrainingConfig().final_lr == pytest.approx(6e-5)
+    assert TrainingConfig(learning_rate=3e-5, min_lr=0.0).final_lr == 0.0  # given: kept
+    with pytest.raises(ConfigError, match=r"leave min_lr out to decay to learning_rate / 10"):
+        TrainingConfig(learning_rate=3e-5, min_lr=6e-5)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: 4\n", "TrainingConfig.model must be a mapping of ModelConfig fields (`model:` "
+                       "followed by indented `name: value` lines), got 4"),
+        ("model:\n", "TrainingConfig.model must be a mapping of ModelConfig fields (`model:` "
+                     "followed by indented `name: value` lines), got None"),
+    ],
+)
+def test_a_model_section_that_is_not_a_mapping_is_refused_even_under_flags(
+        tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "train.yaml"
+    path.write_text(text)
+    args = _train_parser().parse_args(["--n-layer", "2"])  # flags that add model fields
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainingConfig, path, flag_overrides(args, TrainingConfig))
+    assert str(info.value) == f"{message} (from {path})"
+
+
+def test_a_folder_given_as_config_file_says_so(tmp_path) -> None:
+    with pytest.raises(ConfigError) as info:
+        build_config(TrainingConfig, tmp_path)
+    assert str(info.value) == (f"config file {tmp_path} is a folder; give a .yaml, .yml or "
+                               ".json file")

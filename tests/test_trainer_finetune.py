@@ -46,8 +46,7 @@ def test_finetune_refuses_a_dataset_with_another_tokenizer(tiny_train_config,
     cfg = tiny_train_config(init_from=str(tiny_checkpoint), model={"tokenizer": "gpt2"})
     with pytest.raises(ConfigError, match="prepared with tokenizer 'byte' but the model"):
         train(cfg)
-    last = read_events(cfg.out_dir)[-1]  # a watcher of the event log sees why it stopped
-    assert last["type"] == "error" and "tokenizer 'byte'" in last["message"]
+    assert not Path(cfg.out_dir).exists()  # a run that cannot start writes nothing
 
 
 def test_finetune_huggingface_folder_on_raw_text(tiny_train_config, tiny_hf_dir: Path,

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from nanollm import __version__
-from nanollm.checkpoint import save_checkpoint
+from nanollm.checkpoint import CheckpointError, save_checkpoint
 from nanollm.model import GPT
 from trainer.batches import BatchSampler
 from trainer.distributed import DistContext, is_fsdp
@@ -76,11 +76,24 @@ class RunCheckpoints:
                                            tokenizer=self.tokenizer, provenance=provenance))
         return written
 
-    def restore(self, state: dict[str, Any], seed: int) -> tuple[int, float, int, bool]:
-        """Load optimizer, scaler, data position and RNG streams from a trainer state.
+    def restore(self, state: dict[str, Any], seed: int,
+                source: Path) -> tuple[int, float, int, bool]:
+        """Load optimizer, scaler, data position and RNG streams from a trainer state (checked
+        by trainer.state.check_trainer_state) read from `source`.
 
         Returns (step, best_val_loss, tokens_seen, rng_exact): rng_exact is False when the run
-        was saved with another number of ranks (dropout streams are then reseeded)."""
+        was saved with another number of ranks (dropout streams are then reseeded). A state
+        that does not fit this model and optimizer is a CheckpointError naming the file."""
+        try:
+            return self._restore(state, seed)
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            reason = (str(exc).splitlines() or [""])[0]
+            raise CheckpointError(
+                f"{source}: does not fit this run ({type(exc).__name__}: {reason}); start a new "
+                f"run from its weights instead: --init-from {source.parent} --out-dir NEW"
+            ) from exc
+
+    def _restore(self, state: dict[str, Any], seed: int) -> tuple[int, float, int, bool]:
         if is_fsdp(self.model):
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -92,6 +105,7 @@ class RunCheckpoints:
                                      options=StateDictOptions(full_state_dict=True))
         else:
             self.optimizer.load_state_dict(state["optimizer"])
+            _check_optimizer_shapes(self.optimizer)
         if state.get("scaler"):
             self.precision.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
@@ -99,3 +113,13 @@ class RunCheckpoints:
                             seed)
         return (int(state["step"]), float(state["best_val_loss"]), int(state["tokens_seen"]),
                 exact)
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """load_state_dict checks only the number of parameters; a moment of another shape would
+    fail later, inside the first step."""
+    for param, values in optimizer.state.items():
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                raise ValueError(f"optimizer {name!r} of shape {tuple(value.shape)} for a "
+                                 f"parameter of shape {tuple(param.shape)}")

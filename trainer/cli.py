@@ -4,18 +4,23 @@
         --n-layer 4 --n-head 4 --n-embd 256 --block-size 128 --max-iters 2000 --out-dir out/tiny
     gpt-train --config config/train_demo.yaml                 # flags given on the command line win
     gpt-train --init-from resume --out-dir out/tiny           # continue exactly where it stopped
+    gpt-train --config config/train_demo.yaml --overwrite     # replace the run in its out_dir
     gpt-train --init-from models/gpt2 --data-path input.txt --learning-rate 3e-5   # fine-tune
-    torchrun --standalone --nproc_per_node=4 -m trainer.cli --config config/train_demo.yaml
+    python -m trainer.launch --standalone --nproc_per_node=4 -m trainer.cli --config ...
+        # torchrun's arguments; Ctrl-C/SIGTERM then stop every rank cleanly with exit code 0
 
 Precedence: defaults < (on resume: the run's saved settings) < --config file < flags given.
 Exit codes: 0 done (also after a graceful stop by SIGTERM/Ctrl-C), 2 bad configuration or input
-(nothing was started), 1 training failed. Guide: docs/training.md.
+(nothing was started or written), 1 training failed, 130 stopped before training began.
+Guide: docs/training.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from typing import Any
 
@@ -39,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model shape of a GPT-2 size for a run from scratch (sets n_layer, "
                              "n_head, n_embd; explicit --n-layer etc. win). To start from "
                              "OpenAI's weights use --init-from gpt2 instead")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start a new run in an --out-dir that holds one, deleting its "
+                             "latest/, best/, events.jsonl, train.log and train_config.yaml "
+                             "(other files stay) once the new run has loaded; without it such a "
+                             "folder is refused")
     add_config_flags(parser.add_argument_group("training"), TrainingConfig)
     add_config_flags(parser.add_argument_group(
         "model (the shape for init_from=scratch; on resume and fine-tune the shape comes from "
@@ -60,11 +70,28 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fail(message: str, code: int) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr may be a closed pipe
+        print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 
 
+def _flush_stdout() -> None:
+    """Flush now, so a closed pipe cannot fail Python's own flush at exit (exit code 120)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    finally:
+        _flush_stdout()
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # The trainer modules load after parsing, so --help and flag errors answer quickly.
     from trainer.preflight import check_config
@@ -74,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = overrides_from_args(args)
         cfg = resolve_config(args.config, overrides)
         given = given_model_fields(args.config, overrides)
-        check_config(cfg, given)
+        check_config(cfg, given, overwrite=args.overwrite)
     except INPUT_ERRORS as exc:
         return fail(str(exc), 2)
 
@@ -82,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.loop import TrainingError, train
 
     try:
-        train(cfg, given_model_fields=given)
+        train(cfg, given_model_fields=given, overwrite=args.overwrite)
     except INPUT_ERRORS as exc:
         return fail(str(exc), 2)
     except TrainingError as exc:

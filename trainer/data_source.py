@@ -44,7 +44,9 @@ def load_dataset(cfg: TrainingConfig, tokenizer: str, block_size: int, ctx: Dist
         return open_dataset(data_path)
     target = prepared_dir(cfg, tokenizer)
     if ctx.local_rank == 0:
-        DataPreparer(canonical_tokenizer(tokenizer)).prepare_data(
+        preparer = DataPreparer(canonical_tokenizer(tokenizer),
+                                allow_private_urls=cfg.allow_private_urls)
+        preparer.prepare_data(
             data_path, output_dir=target, train_val_split=cfg.train_val_split,
             block_size=block_size, show_progress=show_progress)
     ctx.barrier()

@@ -1,6 +1,7 @@
 """The training loop: `train(cfg)` runs one training job (a process, or one rank under torchrun).
 
-    from nanollm.config import TrainingConfig, ModelConfig
+    from nanollm.checkpoint import TRAINER_STATE_FILE
+from nanollm.config import TrainingConfig, ModelConfig
     from trainer import train
     result = train(TrainingConfig(data_path="nanollm/assets/corpus/shakespeare.txt",
                                   model=ModelConfig(n_layer=4, n_head=4, n_embd=128,
@@ -12,6 +13,10 @@ global batch is batch_size * gradient_accumulation_steps windows), clip, AdamW s
 log_interval steps: a "step" event and log line (loss, lr, pre-clip grad norm, tokens/s, MFU);
 every eval_interval steps and at the end: mean train/val loss over eval_iters fixed batches,
 `latest/` saved and `best/` when val improved. SIGTERM/Ctrl-C: finish the step, save, stop.
+
+Nothing is written to out_dir until the model, data and trainer state are loaded: a run that
+cannot start (bad checkpoint, missing data) leaves a new out_dir uncreated and an old one as it
+was. Console output that fails (a closed pipe) never stops the run (trainer/progress.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from nanollm.checkpoint import TRAINER_STATE_FILE
 from nanollm.config import TrainingConfig
 from nanollm.dataset import PreparedDataset
 from nanollm.model import GPT
@@ -45,6 +51,7 @@ from trainer.events import EVENTS_FILE, EventLog
 from trainer.lr_schedule import LRSchedule
 from trainer.mfu import flops_per_token, mfu, peak_flops
 from trainer.model_init import (
+    LATEST,
     StartPoint,
     finetune_model,
     init_kind,
@@ -59,6 +66,7 @@ from trainer.precision import Precision
 from trainer.preflight import check_config
 from trainer.progress import ProgressBar, RunLog
 from trainer.run_config import write_run_config
+from trainer.run_dir import clear_previous_run
 from trainer.signals import GracefulStop
 from trainer.step import accumulate_gradients, optimizer_step, set_lr
 from trainer.wandb_logger import WandbLogger
@@ -77,38 +85,42 @@ class TrainResult:
     interrupted: bool
 
 
-def train(cfg: TrainingConfig, *,
-          given_model_fields: Collection[str] | None = None) -> TrainResult:
+def train(cfg: TrainingConfig, *, given_model_fields: Collection[str] | None = None,
+          overwrite: bool = False) -> TrainResult:
     """Run a training job to max_iters (or until SIGTERM/Ctrl-C); see the module docstring.
 
     `given_model_fields`: the ModelConfig fields the user set, which must fit the checkpoint on
-    resume and fine-tune (default: those that differ from ModelConfig's defaults). The torch
-    thread count is set for the run and put back afterwards."""
+    resume and fine-tune (default: those that differ from ModelConfig's defaults).
+    `overwrite`: a new run may delete an earlier run's files in out_dir (trainer/run_dir.py);
+    without it such an out_dir is refused. The torch thread count is set for the run and put
+    back afterwards."""
     given = changed_fields(cfg.model) if given_model_fields is None else set(given_model_fields)
-    check_config(cfg, given)
+    check_config(cfg, given, overwrite=overwrite)
     threads_before = torch.get_num_threads()
     ctx = init_distributed(cfg)
     try:
-        return Trainer(cfg, ctx, given).run()
+        return Trainer(cfg, ctx, given, overwrite=overwrite).run()
     finally:
         shutdown(ctx)
         torch.set_num_threads(threads_before)
 
 
 class Trainer:
-    def __init__(self, cfg: TrainingConfig, ctx: DistContext, given: Collection[str]) -> None:
+    def __init__(self, cfg: TrainingConfig, ctx: DistContext, given: Collection[str], *,
+                 overwrite: bool = False) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self.given = given
-        self.out_dir = Path(cfg.out_dir)
-        main = ctx.is_main
-        self.log = RunLog(self.out_dir if main else None, console=main)
-        self.events = EventLog(self.out_dir / EVENTS_FILE if main else None)
+        self.out_dir = Path(cfg.out_dir).expanduser()
+        self.log = RunLog(console=ctx.is_main, to_file=ctx.is_main)
+        self.events = EventLog(None)  # opened with the run folder
         self.wall_start = time.time()
         try:
             self._setup()
-        except BaseException as exc:
-            self._fail(exc, step=0)
+            if ctx.is_main:
+                self._open_run_folder(overwrite)
+        except BaseException:
+            self._close()  # nothing of the run was written: the caller reports the error
             raise
 
     # ------------------------------------------------------------------------------------------
@@ -152,7 +164,7 @@ class Trainer:
         self.step, self.best_val_loss, self.tokens_seen = 0, math.inf, 0
         if start.trainer_state is not None:
             self.step, self.best_val_loss, self.tokens_seen, exact = self.checkpoints.restore(
-                start.trainer_state, cfg.seed)
+                start.trainer_state, cfg.seed, Path(start.source) / TRAINER_STATE_FILE)
             if not exact:
                 self.log.info("note: the run was saved with another number of ranks; dropout "
                               "random streams are reseeded (data order is unchanged)")
@@ -162,8 +174,18 @@ class Trainer:
         self.flops_per_token = flops_per_token(raw, self.block_size)
         self.peak = cfg.peak_flops or peak_flops(ctx.device, self.precision.dtype)
         self.wandb = WandbLogger(cfg, enabled=ctx.is_main)
-        if ctx.is_main:
-            write_run_config(self.run_config, self.out_dir)
+
+    def _open_run_folder(self, overwrite: bool) -> None:
+        """Claim out_dir (rank 0): the first write of the run, once everything has loaded."""
+        if overwrite and self.model_source.kind != "resume":
+            removed = clear_previous_run(self.out_dir)
+            if removed:
+                self.log.info(f"--overwrite: deleted the earlier run's {', '.join(removed)} in "
+                              f"{self.out_dir}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log.open(self.out_dir)
+        self.events = EventLog(self.out_dir / EVENTS_FILE)
+        write_run_config(self.run_config, self.out_dir)
 
     def _start_point(self) -> tuple[StartPoint, PreparedDataset]:
         """Model and dataset; a fine-tune loads weights first, since they name the tokenizer."""
@@ -285,17 +307,24 @@ class Trainer:
         return out
 
     def _evaluate(self, *, save: bool) -> float:
+        """Mean losses; with `save`, latest/ is written and best/ when val improved (an
+        --eval-only evaluation saves nothing, so it never counts as the best)."""
         losses = self._estimate_loss()
         val = losses["val"]
-        improved = val < self.best_val_loss
-        if improved and save:
+        improved = save and val < self.best_val_loss
+        if improved:
             self.best_val_loss = val
         self.events.emit("eval", self.step, train_loss=losses["train"], val_loss=val,
-                         best_val_loss=min(self.best_val_loss, val), improved=improved)
+                         best_val_loss=self.best_val_loss, improved=improved)
         self.wandb.log({"eval/train_loss": losses["train"], "eval/val_loss": val}, self.step)
+        if improved:
+            note = " (best so far)"
+        elif math.isfinite(self.best_val_loss):
+            note = f" (best {self.best_val_loss:.4f})"
+        else:
+            note = ""
         self.log.info(f"eval step {self.step}: train loss {losses['train']:.4f}, val loss "
-                      f"{val:.4f}" + (" (best so far)" if improved else
-                                      f" (best {self.best_val_loss:.4f})"))
+                      f"{val:.4f}{note}")
         if save:
             self._save(best=improved, metrics={"train_loss": losses["train"], "val_loss": val})
         self._interval_start, self._interval_steps = time.perf_counter(), 0
@@ -344,9 +373,14 @@ class Trainer:
         self.events.emit("end", self.step, reason=reason, interrupted=interrupted,
                          signal=signal, best_val_loss=self.best_val_loss, last_val_loss=last_val,
                          elapsed_s=round(elapsed, 2), checkpoint=str(self.out_dir / "latest"))
-        what = f"interrupted by {signal}" if interrupted else reason
-        self.log.info(f"done ({what}) at step {self.step} in {elapsed:.1f} s; best val loss "
-                      f"{self.best_val_loss:.4f}")
+        what = f"interrupted by {signal}" if interrupted else reason.replace("_", " ")
+        if reason == "eval_only":
+            result = f"val loss {last_val:.4f}"
+        elif math.isfinite(self.best_val_loss):
+            result = f"best val loss {self.best_val_loss:.4f}"
+        else:
+            result = f"not evaluated yet; {self.out_dir / LATEST} saved"
+        self.log.info(f"done ({what}) at step {self.step} in {elapsed:.1f} s; {result}")
         return TrainResult(self.out_dir, self.step, self.best_val_loss, last_val, interrupted)
 
     def _fail(self, exc: BaseException, step: int) -> None:

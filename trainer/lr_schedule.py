@@ -7,7 +7,8 @@ The same rule as nanoGPT's `get_lr`, so its configs carry over unchanged:
     otherwise               ratio = (step - warmup_iters) / (lr_decay_iters - warmup_iters)
                             lr = min_lr + 0.5 * (1 + cos(pi * ratio)) * (learning_rate - min_lr)
 
-`lr_decay_iters` defaults to `max_iters`; with `decay_lr` off the rate is `learning_rate` always.
+`lr_decay_iters` defaults to `max_iters` and `min_lr` to `learning_rate / 10`; with `decay_lr` off
+the rate is `learning_rate` always.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class LRSchedule:
     @classmethod
     def from_config(cls, cfg: TrainingConfig) -> LRSchedule:
         decay_iters = cfg.lr_decay_iters if cfg.lr_decay_iters is not None else cfg.max_iters
-        return cls(cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, decay_iters, cfg.decay_lr)
+        return cls(cfg.learning_rate, cfg.final_lr, cfg.warmup_iters, decay_iters, cfg.decay_lr)
 
     def __call__(self, step: int) -> float:
         """The rate used for optimizer step `step` (0-based)."""

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from nanollm.checkpoint import load_checkpoint, read_checkpoint_config
+from nanollm.checkpoint import TRAINER_STATE_FILE, load_checkpoint, read_checkpoint_config
 from nanollm.config import ConfigError, ModelConfig, TrainingConfig
 from nanollm.dataset import PreparedDataset
 from nanollm.hf_gpt2 import hf_config_to_model_config, read_hf_config
@@ -29,6 +29,7 @@ from nanollm.loader import ModelLoader, detect_kind, find_pretrained
 from nanollm.model import GPT, CausalSelfAttention
 from trainer.data_source import canonical_tokenizer
 from trainer.model_shape import check_against_checkpoint
+from trainer.state import check_trainer_state
 
 LATEST = "latest"
 BEST = "best"
@@ -85,6 +86,17 @@ def check_tokenizer(dataset: PreparedDataset, tokenizer: str, vocab_size: int,
                           f"the model {source} has only {vocab_size}")
 
 
+def check_same_data(dataset: PreparedDataset, saved_sha256: object, source: Path) -> None:
+    """A resumed run must see the data it was trained on: the same path can hold new text."""
+    sha = dataset.meta.get("sha256")
+    if isinstance(saved_sha256, str) and isinstance(sha, str) and sha != saved_sha256:
+        raise ConfigError(
+            f"the data {dataset.path} is not what the run {source} was trained on (sha256 "
+            f"{sha[:12]}… now, {saved_sha256[:12]}… then); a resumed run continues on its own "
+            f"data: restore it, or fine-tune on the new data with --init-from {source} "
+            "--out-dir NEW")
+
+
 def resume_model_config(cfg: TrainingConfig) -> tuple[ModelConfig, str]:
     """The model config and tokenizer of `<out_dir>/latest`, read without loading weights."""
     config, meta = read_checkpoint_config(resume_dir(cfg))
@@ -133,6 +145,8 @@ def resumed_model(cfg: TrainingConfig, dataset: PreparedDataset,
     check_against_checkpoint(cfg.model, given, ckpt.config, ckpt.tokenizer, source=str(path),
                              resume=True)
     check_tokenizer(dataset, ckpt.tokenizer, ckpt.config.vocab_size, str(path))
+    check_same_data(dataset, ckpt.provenance.get("dataset_sha256"), path)
+    check_trainer_state(ckpt.trainer_state, path / TRAINER_STATE_FILE)
     model = GPT(ckpt.config.replace(dropout=cfg.model.dropout))
     model.load_weights({k: v.float() for k, v in ckpt.state_dict.items()})
     return StartPoint(model, canonical_tokenizer(ckpt.tokenizer), "resume", str(path),

@@ -8,8 +8,9 @@ file, or in Python a ModelConfig field that differs from its default) must agree
   error, since positions past the checkpoint's were never trained. A resumed run keeps its
   block_size, like every other field: it continues exactly where it stopped.
 
-vocab_size is not checked: it always comes from the checkpoint (from scratch, from the dataset).
-A mismatch is an error naming the field, both values and what to do, never a silent choice.
+vocab_size is never set by hand: it comes from the checkpoint (from scratch, from the dataset),
+and a given one (only a config file can give it) must agree. A mismatch is an error naming the
+field, both values and what to do, never a silent choice.
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ def check_against_checkpoint(requested: ModelConfig, given: Collection[str], hav
                              have_tokenizer: str, *, source: str, resume: bool) -> None:
     """ConfigError for the first given shape field of `requested` that the checkpoint `have`
     (from `source`, with `have_tokenizer`) cannot honour."""
+    if "vocab_size" in given and requested.vocab_size != have.vocab_size:
+        raise ConfigError(f"ModelConfig.vocab_size = {requested.vocab_size} was given but "
+                          f"{source} has vocab_size = {have.vocab_size}; the vocabulary comes "
+                          "from the checkpoint: drop `vocab_size:` from the config file")
     for name in SHAPE_FIELDS:
         if name not in given:
             continue

@@ -14,12 +14,43 @@ stored as a dict holding a tensor.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from nanollm.checkpoint import CheckpointError
+
 STATE_VERSION = 1
+
+
+# Keys of trainer_state.pt that resuming reads, with the types they must have.
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "version": int, "step": int, "best_val_loss": (int, float), "tokens_seen": int,
+    "optimizer": dict, "sampler": dict, "rng": dict}
+
+
+def check_trainer_state(state: dict[str, Any], path: Path) -> None:
+    """CheckpointError naming the file unless `state` has what a resume reads (a damaged or
+    foreign trainer_state.pt would otherwise fail deep inside torch with a KeyError)."""
+    fix = f"start a new run from its weights instead: --init-from {path.parent} --out-dir NEW"
+    for key, kind in _REQUIRED.items():
+        if key not in state:
+            raise CheckpointError(f"{path}: not a trainer state nanoLLM can resume (no {key!r}); "
+                                  f"{fix}")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise CheckpointError(f"{path}: {key!r} has the wrong type "
+                                  f"({type(state[key]).__name__}); {fix}")
+    if state["version"] > STATE_VERSION:
+        raise CheckpointError(f"{path}: written by a newer nanoLLM (trainer state version "
+                              f"{state['version']} > {STATE_VERSION}); upgrade nanollm-gpt")
+    rng, sampler = state["rng"], state["sampler"]
+    if not isinstance(rng.get("torch"), list) or not rng["torch"] or \
+            not isinstance(rng.get("numpy"), dict):
+        raise CheckpointError(f"{path}: its RNG states are missing or damaged; {fix}")
+    if not isinstance(sampler.get("generator"), torch.Tensor):
+        raise CheckpointError(f"{path}: its data position (sampler) is missing or damaged; {fix}")
 
 
 def numpy_rng_state() -> dict[str, Any]:
