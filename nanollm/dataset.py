@@ -12,7 +12,8 @@
 
 The arrays are read-only memory maps, so a multi-GB dataset costs no RAM until sliced. This file
 needs only numpy: the trainer opens datasets without importing the tokenizers. The three files
-must be inside the folder: a link among them that leads elsewhere is refused.
+must be inside the folder: a link among them that leads elsewhere is refused. Opening changes
+nothing on disk, and a dataset replaced while it is opened is read again, never mixed.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from nanollm.atomic_dir import dir_identity, wait_for_replace
 from nanollm.confined_paths import escape_reason
 
 FORMAT = "nanollm-dataset"
@@ -34,6 +36,8 @@ VAL_FILE = "val.bin"
 # Token ids are < vocab_size, so uint16 holds every id while vocab_size <= 65536.
 _DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {"uint16": np.uint16, "uint32": np.uint32}
 _REQUIRED_KEYS = ("tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens")
+# How often open_dataset reads again when the folder was replaced while it read.
+_READ_ATTEMPTS = 5
 
 
 class DataError(ValueError):
@@ -96,6 +100,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DataError(f"{meta_path}: not valid JSON ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"{meta_path}: cannot be read ({exc.strerror or exc})") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{meta_path}: not a nanoLLM dataset (format != {FORMAT!r})")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
@@ -135,12 +141,33 @@ def _map_tokens(file: Path, dtype: type[np.unsignedinteger[Any]], expected: int)
                         f"the dataset is damaged, prepare it again")
     if expected == 0:
         raise DataError(f"{file}: has no tokens; prepare the dataset again with more data")
-    return np.memmap(file, dtype=dtype, mode="r", shape=(expected,))
+    try:
+        return np.memmap(file, dtype=dtype, mode="r", shape=(expected,))
+    except (OSError, ValueError) as exc:  # removed or shortened since the size check
+        raise DataError(f"{file}: cannot be mapped ({exc}); the dataset is damaged, prepare it "
+                        "again") from exc
 
 
 def open_dataset(path: str | Path) -> PreparedDataset:
-    """Open a prepared dataset folder; every file is checked against meta.json first."""
+    """Open a prepared dataset folder; every file is checked against meta.json first.
+
+    A preparation may replace the folder meanwhile (nanollm.atomic_dir): the instant between
+    its two renames is waited out, and a read that saw the folder change is done again, so
+    meta.json and the token files always come from the same version."""
     path = Path(path)
+    attempt = 1
+    while True:
+        wait_for_replace(path)
+        before = dir_identity(path)
+        try:
+            return _open_once(path)
+        except DataError:
+            if attempt >= _READ_ATTEMPTS or dir_identity(path) == before:
+                raise
+            attempt += 1
+
+
+def _open_once(path: Path) -> PreparedDataset:
     meta = read_meta(path)
     dtype = _DTYPES[meta["dtype"]]
     return PreparedDataset(

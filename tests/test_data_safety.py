@@ -170,6 +170,36 @@ def test_gpt_train_sigterm_while_preparing_leaves_nothing(tmp_path: Path) -> Non
     assert [p.name for p in (tmp_path / "data").iterdir()] == []
 
 
+def test_reader_polling_while_a_preparation_replaces_the_dataset(tmp_path: Path) -> None:
+    short, long = tmp_path / "short.txt", tmp_path / "long.txt"
+    short.write_text(TEXT)
+    long.write_text(TEXT * 3)
+    out = prepare(short, tmp_path / "ds")
+    done, failures = threading.Event(), []
+
+    def writer() -> None:
+        try:
+            for i in range(150):  # each replace swaps in a dataset of another size
+                prepare(long if i % 2 == 0 else short, out)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    reads = 0
+    while not done.is_set():
+        try:
+            ds = open_dataset(out)
+            reads += 1
+        except Exception as exc:  # what a polling server would see
+            failures.append(f"{type(exc).__name__}: {exc}")
+            continue
+        assert len(ds.train) + len(ds.val) in (len(TEXT), 3 * len(TEXT))
+    thread.join()
+    assert failures == [] and reads > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "long.txt", "short.txt"]
+
+
 # ----------------------------------------------------------------------------------------------
 # links out of the folder
 
