@@ -1,8 +1,9 @@
 """Next-token sampling for one sequence, with a vectorised helper for a batch of sequences.
 
 A `Sampler` belongs to ONE sequence: it owns that sequence's `torch.Generator` (so a seed
-reproduces the same tokens whatever else shares the batch) and the token history the penalties
-need. Logits go through these steps, in this order:
+reproduces the same draws whatever else shares the batch, given the same logits: see sample_batch
+for when a model's logits are not the same) and the token history the penalties need. Logits go
+through these steps, in this order:
 
     1. repetition penalty   (HF semantics) over prompt + generated tokens: a seen token's logit is
                             divided by the penalty when positive, multiplied when negative
@@ -244,8 +245,18 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
     The processing is vectorised over the batch; only the draw runs per row: one multinomial,
     with the row's own generator, over exactly that row's candidates (its kept top-k/top-p
     tokens best first, or the whole vocabulary in id order when nothing is filtered). So a seeded
-    sequence draws the same tokens whatever else shares the batch. Each token is appended to its
-    sampler's `output_ids`.
+    sequence draws the same tokens whatever else shares the batch, as long as its logits are the
+    same. Each token is appended to its sampler's `output_ids`.
+
+    The model's logits for a sequence can differ in the last bits with what shares its batch:
+    the CPU matmul kernel for one row (a batch-1 decode step) sums in another order than the
+    one for several rows, and rows at different positions attend over a padded, masked key
+    range (cuBLAS, on GPUs, also picks kernels by batch size). In fp32 on CPU the change stays
+    below 1e-5 of the largest logit (1e-6 measured at GPT-2 124M's shape,
+    tests/test_batch_invariance.py); bf16 and fp16 round more. A draw changes only when its
+    random number falls that close to the boundary between two tokens, a greedy step only when
+    the two best logits are that close: rare, but over long generations a seeded sequence can
+    diverge from its batch-1 run.
     """
     if len(samplers) != logits.shape[0]:
         raise ValueError(f"{len(samplers)} samplers for {logits.shape[0]} rows of logits")
