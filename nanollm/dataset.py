@@ -134,7 +134,10 @@ def _map_tokens(file: Path, dtype: type[np.unsignedinteger[Any]], expected: int)
         raise DataError(f"{file}: missing; prepare the dataset again")
     _check_inside(file, file.parent)
     itemsize = np.dtype(dtype).itemsize
-    size = file.stat().st_size
+    try:
+        size = file.stat().st_size
+    except OSError as exc:  # removed since the check above
+        raise DataError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
     if size % itemsize or size // itemsize != expected:
         raise DataError(f"{file}: holds {size} bytes ({size / itemsize:g} tokens of "
                         f"{np.dtype(dtype).name}) but {META_FILE} says {expected} tokens; "
