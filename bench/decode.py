@@ -10,7 +10,8 @@ Three runs per batch size B, with the same random weights (ours converted to a t
 shipped corpus) and the same number of new tokens:
   ours (pipeline)  InferencePipeline.generate_detailed, temperature=0, num_samples=B: the public
                    path (sampler, detokenizer and stop checks included);
-  ours raw         a bare greedy loop over model.forward_cached (the model alone);
+  ours batch       the same B sequences admitted into a DecodeBatch and stepped directly
+                   (the step API the server's engine drives; no pipeline around it);
   HF               GPT2LMHeadModel.generate(use_cache=True, do_sample=False) on B copies.
 Each runs once as warmup, then --repeats rounds run each once, interleaved; the best run is
 reported. tokens/s counts new tokens over all rows (B * new_tokens / seconds, prefill included).
@@ -34,10 +35,12 @@ from importlib import resources
 
 import torch
 
+from nanollm.batch import DecodeBatch
 from nanollm.config import GenerationConfig, ModelConfig
 from nanollm.hf_gpt2 import model_config_to_hf, nanollm_to_hf_state_dict
 from nanollm.model import GPT
 from nanollm.pipeline import InferencePipeline
+from nanollm.sequence import SequenceState
 from nanollm.tokenizer import Tokenizer, load_tokenizer
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -96,18 +99,19 @@ def to_hf(model: GPT, dtype: torch.dtype) -> torch.nn.Module:
 # the three runs; each returns (B, new_tokens) greedy tokens
 
 
-def ours_raw(model: GPT, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Prefill, then one token per step over forward_cached: the model alone, no sampling layer."""
-    B = prompt.shape[0]
-    cache = model.new_cache(B, prompt.shape[1] + new_tokens)
-    out = torch.empty(B, new_tokens, dtype=torch.long)
-    logits = model.forward_cached(prompt, cache)  # (B, V)
-    for t in range(new_tokens):
-        nxt = logits.argmax(dim=-1)  # (B,)
-        out[:, t] = nxt
-        if t + 1 < new_tokens:
-            logits = model.forward_cached(nxt[:, None], cache)
-    return out
+def ours_batch(model: GPT, tokenizer: Tokenizer, prompt_ids: list[int], B: int,
+               new_tokens: int) -> torch.Tensor:
+    """The step API a server drives: B greedy sequences admitted into a DecodeBatch, stepped
+    until they finish (no pipeline around it)."""
+    config = GenerationConfig(temperature=0.0, max_new_tokens=new_tokens, stop_at_eos=False)
+    batch = DecodeBatch(model, tokenizer, max_batch_size=B, prefill_budget=None,
+                        max_len=len(prompt_ids) + new_tokens)
+    rows = [SequenceState(prompt_ids, config, tokenizer, max_tokens=new_tokens) for _ in range(B)]
+    for row in rows:
+        batch.admit(row)
+    while batch.num_active:
+        batch.step()
+    return torch.tensor([row.token_ids for row in rows], dtype=torch.long)
 
 
 def ours_pipeline(pipe: InferencePipeline, text: str, B: int, new_tokens: int) -> torch.Tensor:
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer("gpt2")
     pipe = InferencePipeline.from_model(model, tokenizer)  # calls prepare_for_inference()
     text = prompt_text(tokenizer, args.prompt_tokens)
-    prompt1 = torch.tensor([pipe.encode_prompt(text)])  # (1, T): the ids the pipeline will use
+    ids1 = pipe.encode_prompt(text)  # the ids the pipeline will use
+    prompt1 = torch.tensor([ids1])  # (1, T)
     load = os.getloadavg()
     print(f"decode bench: {args.preset} ({model.get_num_params() / 1e6:.0f}M params, random "
           f"weights), {args.dtype}, torch {torch.__version__}, threads={torch.get_num_threads()}, "
@@ -175,15 +180,15 @@ def main(argv: list[str] | None = None) -> int:
             prompt = prompt1.expand(B, -1).contiguous()  # (B, T): B samples of one prompt
             res = measure({
                 "pipeline": lambda B=B: ours_pipeline(pipe, text, B, args.new_tokens),
-                "raw": lambda p=prompt: ours_raw(model, p, args.new_tokens),
+                "batch": lambda B=B: ours_batch(model, tokenizer, ids1, B, args.new_tokens),
                 "hf": lambda p=prompt: hf_generate(hf, p, args.new_tokens),
             }, args.repeats)
             n = B * args.new_tokens
             tps = {name: n / r.best for name, r in res.items()}
             same = {name: torch.equal(res[name].tokens, res["hf"].tokens)
-                    for name in ("pipeline", "raw")}
+                    for name in ("pipeline", "batch")}
             all_ok &= all(same.values())
-            rows.append(f"{B:>5}  {tps['pipeline']:>14.1f}  {tps['raw']:>9.1f}  {tps['hf']:>9.1f}"
+            rows.append(f"{B:>5}  {tps['pipeline']:>14.1f}  {tps['batch']:>9.1f}  {tps['hf']:>9.1f}"
                         f"  {tps['pipeline'] / tps['hf']:>7.2f}x"
                         f"  {'OK' if all(same.values()) else 'MISMATCH':>8}")
             medians = ", ".join(f"{name} {n / statistics.median(r.seconds):.1f}"
@@ -193,10 +198,11 @@ def main(argv: list[str] | None = None) -> int:
                 if not ok:
                     row, step = (res[name].tokens != res["hf"].tokens).nonzero()[0].tolist()
                     print(f"  batch {B}: {name} differs from HF at row {row}, step {step}")
-    print(f"{'batch':>5}  {'ours (pipeline)':>14}  {'ours raw':>9}  {'HF tok/s':>9}"
+    print(f"{'batch':>5}  {'ours (pipeline)':>14}  {'ours batch':>9}  {'HF tok/s':>9}"
           f"  {'ours/HF':>8}  {'tokens':>8}")
     print("\n".join(rows))
-    print("ours = InferencePipeline.generate_detailed (greedy); raw = bare forward_cached loop; "
+    print("ours = InferencePipeline.generate_detailed (greedy); "
+          "batch = DecodeBatch stepped directly;\n"
           "HF = GPT2LMHeadModel.generate(use_cache=True); tokens: greedy ids equal to HF's")
     return 0 if all_ok else 1
 
