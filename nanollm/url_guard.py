@@ -58,7 +58,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in _NAT64 or ip in _IPV4_COMPATIBLE:
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # not :: or ::1 themselves
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
@@ -68,10 +68,8 @@ def blocked_reason(ip: IPAddress) -> str | None:
     public address. A pure function of the address."""
     if ip in _METADATA:
         return "a cloud metadata address"
-    if ip.is_unspecified:
-        return "the unspecified address"
-    if ip.is_loopback:
-        return "a loopback address"
+    # Embedded IPv4 first: newer Pythons answer is_loopback etc. of ::ffff:127.0.0.1 for the
+    # IPv4 address, older ones do not; this gives the same answer on every version.
     if isinstance(ip, ipaddress.IPv6Address):
         inner = _embedded_ipv4(ip)
         if inner is not None:
@@ -83,6 +81,10 @@ def blocked_reason(ip: IPAddress) -> str | None:
             return None  # a public IPv4 address reached through NAT64 or 6to4
         if ip in _NAT64_LOCAL:
             return "a local-use NAT64 address"
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_loopback:
+        return "a loopback address"
     if ip.is_link_local:
         return "a link-local address"
     if ip.is_multicast:
