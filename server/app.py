@@ -1,0 +1,194 @@
+"""Build, run and stop the gRPC server.
+
+    exit_code = asyncio.run(serve(config))          # what gpt-server runs; SIGTERM drains
+
+    server = NanoLLMServer(config)                   # embedding it (tests do)
+    port = await server.start()                      # bound, answering; health NOT_SERVING
+    await server.load_default_model()                # READY and warmed up; health SERVING
+    await server.shutdown(grace=30)                  # drain, finish or cancel, stop
+
+One grpc.aio server holds GenerateService, ModelAdminService, grpc.health.v1 and reflection (so
+grpcurl needs no proto files), behind two interceptors: errors/metrics/request log outside, API
+keys inside. TLS when a certificate and key are configured. Prometheus /metrics on its own port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from nanollm.config import ConfigError, GenerationConfig, ServerConfig
+from nanollm.device import inference_threads
+from nanollm.loader import ModelLoader
+from nanollm.v1 import generate_pb2_grpc, model_admin_pb2_grpc
+from server.admin_service import ModelAdminService
+from server.auth import AuthInterceptor, KeyRing
+from server.engine import EngineSettings
+from server.generate_service import GenerateService
+from server.health import ADMIN_SERVICE, GENERATE_SERVICE, ServerHealth
+from server.interceptors import ErrorInterceptor
+from server.metrics import ServerMetrics
+from server.registry import ModelEntry, ModelRegistry, RegistrySettings
+
+log = logging.getLogger(__name__)
+
+# grpc enables SO_REUSEPORT by default: a second server on a busy port would bind silently.
+GRPC_OPTIONS = [("grpc.so_reuseport", 0)]
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def model_roots(config: ServerConfig) -> list[Path]:
+    """The configured roots, or models/ and the shipped demo model's folder."""
+    if config.model_roots:
+        return [Path(r).expanduser() for r in config.model_roots]
+    return [Path("models"), ModelLoader.default_checkpoint().parent]
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _tls_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    try:
+        cert = Path(config.tls_cert).read_bytes()
+        key = Path(config.tls_key).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"TLS file cannot be read: {exc}") from exc
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+class NanoLLMServer:
+    """The server's parts, wired together; see the module docstring."""
+
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or ServerMetrics()
+        self.keys = KeyRing.load(config.api_keys, config.api_key_file, config.admin_keys,
+                                 config.admin_key_file)
+        self.credentials = _tls_credentials(config)
+        engine = EngineSettings(max_batch_size=config.max_batch_size, max_queue=config.max_queue,
+                                prefill_budget=config.prefill_budget)
+        self.registry = ModelRegistry(
+            RegistrySettings(model_roots=model_roots(config), device=config.device,
+                             dtype=config.dtype, compile=config.compile, engine=engine),
+            self.metrics, on_change=self._registry_changed)
+        self.health: ServerHealth | None = None
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return _address(self.config.grpc_host or self.config.host, self.port or 0)
+
+    async def start(self) -> int:
+        """Bind and start answering (the default model is not loaded yet); returns the port."""
+        self.health = ServerHealth()
+        await self.health.update(default_ready=False)
+        server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics),
+                                               AuthInterceptor(self.keys)],
+                                 options=GRPC_OPTIONS)
+        generate_pb2_grpc.add_GenerateServiceServicer_to_server(
+            GenerateService(self.registry, GenerationConfig(), self.config.max_tokens_limit),
+            server)
+        model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
+            ModelAdminService(self.registry), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
+        reflection.enable_server_reflection([GENERATE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE,
+                                             reflection.SERVICE_NAME], server)
+        wanted = _address(self.config.grpc_host or self.config.host, self.config.grpc_port)
+        try:
+            if self.credentials is None:
+                self.port = server.add_insecure_port(wanted)
+            else:
+                self.port = server.add_secure_port(wanted, self.credentials)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {wanted}: {exc}") from exc
+        await server.start()
+        self._server = server
+        if self.config.metrics_port >= 0:
+            self.metrics_port = self.metrics.start_http(
+                self.config.metrics_host or self.config.host, self.config.metrics_port)
+        return self.port
+
+    async def load_default_model(self) -> ModelEntry:
+        """Load, warm up and make default the configured model; health turns SERVING."""
+        c = self.config
+        entry = await self.registry.load_startup(c.model_name, c.checkpoint, c.model_type)
+        await self._update_health()
+        return entry
+
+    async def shutdown(self, grace: float) -> None:
+        """Health NOT_SERVING, new requests UNAVAILABLE, in-flight ones get `grace` seconds to
+        finish and are then cancelled; then the server and the engines stop."""
+        if self.health is not None:
+            await self.health.drain()
+        await self.registry.shutdown(grace)
+        if self._server is not None:
+            await self._server.stop(grace=1.0)
+        self.metrics.stop_http()
+
+    def _registry_changed(self) -> None:
+        """Health follows the default model; updates run in order on the event loop."""
+        previous = self._health_task
+
+        async def update() -> None:
+            if previous is not None:
+                await previous
+            await self._update_health()
+
+        self._health_task = asyncio.get_running_loop().create_task(update())
+
+    async def _update_health(self) -> None:
+        if self.health is not None:
+            await self.health.update(self.registry.default_ready)
+
+
+async def serve(config: ServerConfig, on_listening: Callable[[], None] = lambda: None) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
+    `on_listening` runs once the port is bound (the CLI starts its log file there)."""
+    server = NanoLLMServer(config)
+    await server.start()
+    on_listening()
+    scheme = "TLS" if server.credentials is not None else "plaintext"
+    log.info("gRPC server listening on %s (%s); loading model %r", server.address, scheme,
+             config.model_name)
+    if server.metrics_port is not None:
+        log.info("Prometheus metrics on http://%s/metrics",
+                 _address(config.metrics_host or config.host, server.metrics_port))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.ensure_future(server.load_default_model())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
+    if loading.done() and loading.exception() is not None:
+        log.error("the default model could not be loaded: %s", loading.exception())
+        await server.shutdown(grace=0.0)
+        return 1
+    if loading.done():
+        entry = loading.result()
+        if config.threads is not None or entry.device == "cpu":
+            torch.set_num_threads(inference_threads(entry.parameter_count, config.threads))
+        flag = "-plaintext " if server.credentials is None else ""
+        log.info("ready: model %r serves on %s. Try:\n  grpcurl %s-d '{\"prompt\": \"ROMEO:\", "
+                 "\"sampling\": {\"max_tokens\": 40}}' %s nanollm.v1.GenerateService/"
+                 "StreamGenerate", entry.name, server.address, flag, server.address)
+    await stopping
+    log.info("shutting down: draining (grace period %.0f s)", config.grace_period)
+    loading.cancel()
+    await server.shutdown(config.grace_period)
+    log.info("stopped")
+    return 0
