@@ -345,22 +345,57 @@ class GenerationConfig(BaseConfig):
 
 @dataclass
 class ServerConfig(BaseConfig):
-    """The gRPC server and REST gateway (`gpt-server`)."""
+    """The gRPC server and REST gateway (`gpt-server`); docs/server.md describes each field."""
 
-    host: str = option("127.0.0.1", "address the REST gateway binds to")
-    port: int = option(8080, "REST gateway port", min=0, max=65535)
-    grpc_host: str = option("127.0.0.1", "address the gRPC server binds to")
-    grpc_port: int = option(50051, "gRPC port", min=0, max=65535)
-    checkpoint: str | None = option(None, "model to serve: checkpoint folder, HF folder or ckpt.pt")
+    host: str = option("127.0.0.1", "address the servers bind to (loopback: this machine only)")
+    port: int = option(8080, "REST gateway port (reserved: the gateway is not built yet)",
+                       min=0, max=65535)
+    grpc_host: str | None = option(None, "address the gRPC server binds to (default: host)")
+    grpc_port: int = option(50051, "gRPC port (0 = any free port)", min=0, max=65535)
+    metrics_host: str | None = option(None, "address of the Prometheus /metrics endpoint "
+                                            "(default: host)")
+    metrics_port: int = option(9090, "Prometheus /metrics port (0 = any free port, -1 = off)",
+                               min=-1, max=65535)
+    checkpoint: str | None = option(None, "model to serve: checkpoint folder, HF folder or ckpt.pt"
+                                          " (default: the shipped demo model)")
     model_type: str | None = option(None, "serve a GPT-2 preset from a local HF folder or cache")
     model_name: str = option("gpt", "name clients use for the default model")
     device: str = option("auto", "'auto', 'cpu', 'cuda' or 'cuda:N'")
     dtype: str = option("auto", "'auto', 'float32', 'bfloat16' or 'float16'",
                         choices=("auto", "float32", "bfloat16", "float16"))
     compile: bool = option(False, "torch.compile the model")
-    max_batch_size: int = option(8, "concurrent sequences in the decode batch", min=1, max=1024)
-    max_queue: int = option(64, "waiting requests before RESOURCE_EXHAUSTED", min=1)
-    models_dir: str = option("models", "folder the admin API may load checkpoints from")
+    threads: int | None = option(None, "torch CPU threads (default: 1 for models under 20M "
+                                       "parameters, else all cores)", min=1, max=MAX_THREADS)
+    max_batch_size: int = option(16, "sequences decoded together per model (KV cache rows)",
+                                 min=1, max=1024)
+    max_queue: int = option(64, "waiting requests per model before RESOURCE_EXHAUSTED", min=1)
+    prefill_budget: int = option(512, "prompt tokens computed per decode step, so a long prompt "
+                                      "never stalls the running streams for long", min=1)
+    max_tokens_limit: int = option(4096, "largest max_tokens a request may ask for", min=1)
+    grace_period: float = option(30.0, "seconds in-flight requests get to finish on SIGTERM "
+                                       "before they are cancelled", min=0.0)
+    # option() returns a dataclasses.field with default_factory, so nothing mutable is shared.
+    model_roots: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="folders LoadModel may load from (repeatable; default: "
+                                   "models/ and the shipped demo model's folder)")
+    api_keys: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="user API keys (repeatable; prefer api_key_file: flags show "
+                                   "in the process list)")
+    api_key_file: str | None = option(None, "file of user API keys, one per line")
+    admin_keys: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="admin API keys, needed for ModelAdminService (repeatable)")
+    admin_key_file: str | None = option(None, "file of admin API keys, one per line")
+    tls_cert: str | None = option(None, "PEM certificate chain: serve gRPC over TLS")
+    tls_key: str | None = option(None, "PEM private key of tls_cert")
     runs_dir: str = option("runs", "folder where training jobs live")
-    log_dir: str = option("logs", "server log folder")
+    log_dir: str = option("logs", "server log folder (rotating server.log)")
     cors_enabled: bool = option(False, "allow cross-origin browser requests to the REST API")
+
+    def validate(self) -> None:
+        super().validate()
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("ServerConfig.tls_cert and ServerConfig.tls_key go together: give "
+                              "both to serve over TLS, or neither")
+        for name in ("model_roots", "api_keys", "admin_keys"):
+            if not all(isinstance(v, str) and v for v in getattr(self, name)):
+                raise ConfigError(f"ServerConfig.{name} must be a list of non-empty strings")
