@@ -114,8 +114,8 @@ def _run(argv: list[str] | None) -> int:
         return fail(str(exc), 2)
     except TrainingError as exc:
         return fail(str(exc), 1)
-    except KeyboardInterrupt:
-        return fail("interrupted", 130)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM during setup, or a second one
+        return fail(str(exc) or "stopped by Ctrl-C", 130)
     return 0
 
 

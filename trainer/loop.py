@@ -35,6 +35,7 @@ import torch.nn as nn
 from nanollm.checkpoint import TRAINER_STATE_FILE
 from nanollm.config import TrainingConfig
 from nanollm.dataset import PreparedDataset
+from nanollm.interrupt import sigterm_raises
 from nanollm.model import GPT
 from trainer.batches import BatchSampler, EvalBatches
 from trainer.checkpoints import RunCheckpoints
@@ -99,7 +100,10 @@ def train(cfg: TrainingConfig, *, given_model_fields: Collection[str] | None = N
     threads_before = torch.get_num_threads()
     ctx = init_distributed(cfg)
     try:
-        return Trainer(cfg, ctx, given, overwrite=overwrite).run()
+        # Before the loop there is no step to finish: SIGTERM stops the setup as Ctrl-C does.
+        with sigterm_raises("the run's setup"):
+            trainer = Trainer(cfg, ctx, given, overwrite=overwrite)
+        return trainer.run()
     finally:
         shutdown(ctx)
         torch.set_num_threads(threads_before)
