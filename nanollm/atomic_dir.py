@@ -40,6 +40,15 @@ def _host_tag() -> str:
     return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
 
 
+def _entry(path: str | Path) -> Path:
+    """`path` as its real parent folder plus its own name: renames must not go through `..` or
+    a symlinked parent that the first rename may move away (`run/latest/../latest`)."""
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        return path.resolve()
+    return path.parent.resolve() / path.name
+
+
 def _writer_name(final: Path, kind: str) -> Path:
     return final.with_name(f".{final.name}.{kind}-{os.getpid()}-{_host_tag()}-{_PROCESS_TAG}-"
                            f"{secrets.token_hex(3)}")
@@ -107,7 +116,7 @@ def recover_interrupted_save(final: str | Path) -> None:
     When `final` is missing, the newest moved-aside folder of a dead writer is renamed back into
     place (the crash came between the two renames). Every other temp or moved-aside folder of a
     dead writer is deleted. A live writer's folders are never touched."""
-    final = Path(final)
+    final = _entry(final)
     found = _leftovers(final)
     if not os.path.lexists(final):
         restorable = [p for p, kind, alive in found if kind == "old" and alive is not True]
@@ -123,8 +132,8 @@ def recover_interrupted_save(final: str | Path) -> None:
 def make_temp_dir(final: str | Path) -> Path:
     """Create and return the hidden sibling folder to write `final`'s new contents into.
     Creates the parent folder and first cleans up after dead writers of `final`."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    Path(final).parent.mkdir(parents=True, exist_ok=True)
+    final = _entry(final)
     recover_interrupted_save(final)
     tmp = _writer_name(final, "tmp")
     tmp.mkdir()
@@ -150,7 +159,9 @@ def replace_dir_atomically(tmp: str | Path, final: str | Path) -> None:
     system). An existing `final` is renamed aside first and deleted only once tmp is in place;
     if the second rename fails, the old folder is put back. Leftovers of dead writers of
     `final` are cleaned up first. `tmp` is not removed on failure: the caller owns it."""
-    tmp, final = Path(tmp), Path(final)
+    tmp, final = _entry(tmp), _entry(final)
+    if tmp.parent != final.parent:  # else the first rename could move tmp away with final
+        raise ValueError(f"{tmp} must be in the same folder as {final}")
     recover_interrupted_save(final)
     old = None
     if os.path.lexists(final):
@@ -179,7 +190,7 @@ def dir_identity(path: str | Path) -> tuple[int, ...] | None:
 def wait_for_replace(final: str | Path, timeout_s: float = _WAIT_S) -> None:
     """Readers: if `final` is missing because a live writer is between its two renames, wait
     (at most timeout_s) until it is back. Changes nothing on disk."""
-    final = Path(final)
+    final = _entry(final)
     deadline = time.monotonic() + timeout_s
     while not os.path.lexists(final) and time.monotonic() < deadline:
         if not any(kind == "old" and alive for _, kind, alive in _leftovers(final)):

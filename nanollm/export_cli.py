@@ -6,25 +6,40 @@
 
 The folder holds config.json, model.safetensors, generation_config.json and, for the GPT-2
 tokenizer, vocab.json + merges.txt + tokenizer_config.json (AutoTokenizer loads them).
+`--force` replaces only a folder that gpt-export wrote (or an empty one), never the source, a
+folder holding it, or anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
-from nanollm.checkpoint import CheckpointError
+from nanollm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from nanollm.device import resolve_dtype
 from nanollm.hf_gpt2 import export_hf_gpt2
 from nanollm.loader import read_any_checkpoint
 
+PROG = "gpt-export"
+# Everything an export writes; a folder holding anything else is not one of ours.
+EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, "generation_config.json", "vocab.json",
+                          "merges.txt", "tokenizer_config.json", "special_tokens_map.json"})
+# The config.json key every export writes (the tokenizer nanoLLM re-imports it with).
+EXPORT_MARK = "nanollm_tokenizer"
+
+
+class ExportError(Exception):
+    """A reason to stop before anything is written; the message is the whole story."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="gpt-export",
+        prog=PROG,
         description="Convert a nanoLLM checkpoint folder, a nanoGPT ckpt.pt or a HuggingFace "
                     "GPT-2 folder into a HuggingFace GPT-2 folder that "
                     "transformers.GPT2LMHeadModel.from_pretrained() loads.",
@@ -38,27 +53,110 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight dtype in model.safetensors; 'keep' (default) writes the "
                              "weights in the dtype the source stores")
     parser.add_argument("--force", action="store_true",
-                        help="replace out_dir if it already exists (default: refuse)")
+                        help="replace out_dir if it is a previous gpt-export output or empty "
+                             "(default: refuse any existing out_dir); never the source or a "
+                             "folder holding it")
     return parser
+
+
+def is_previous_export(folder: Path) -> bool:
+    """True for a folder gpt-export wrote: only export files, a GPT-2 config.json that carries
+    nanoLLM's tokenizer key."""
+    names = {p.name for p in folder.iterdir()}
+    if not names <= EXPORT_FILES or CONFIG_FILE not in names:
+        return False
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and config.get("model_type") == "gpt2" and EXPORT_MARK in config
+
+
+def check_out_dir(out: Path, source: Path, force: bool) -> None:
+    """Refuse, before reading or writing anything, any out_dir that replacing would destroy
+    more than a previous export."""
+    if not os.path.lexists(out):
+        parent = next(p for p in out.absolute().parents if os.path.lexists(p))
+        if not parent.is_dir():
+            raise ExportError(f"{parent} is a file, so {out} cannot be created; choose another "
+                              "out_dir")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise ExportError(f"cannot write {out}: no permission to create files in {parent}")
+        return
+    if not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it (only a previous "
+                          "gpt-export output or an empty folder is replaced)")
+    real_out, real_source = out.resolve(), source.resolve()
+    if real_out == real_source or real_out in real_source.parents:
+        raise ExportError(f"{out} is or holds the source {source}; --force never replaces it. "
+                          "Choose another out_dir")
+    if not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; choose another out_dir")
+    others = sorted(p.name for p in out.iterdir())
+    if others and not is_previous_export(out):
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise ExportError(f"{out} is not a gpt-export output (it holds {shown}); --force "
+                          "replaces only a previous export or an empty folder. Choose another "
+                          "out_dir or remove it yourself")
+
+
+def _describe(exc: BaseException) -> str:
+    """An error as one line: CheckpointError already names its file; an OSError gets its
+    file name and reason instead of Python's `[Errno N] ...` form."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _missing_parents(out: Path) -> list[Path]:
+    """Ancestors of out that do not exist yet, deepest first (the export creates them)."""
+    return [p for p in out.absolute().parents if not os.path.lexists(p)]
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; stops mattering once one is not empty
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def export(args: argparse.Namespace) -> str:
+    """Read the source and write out_dir; returns the summary line. Raises ExportError."""
+    out, source = Path(args.out_dir).expanduser(), Path(args.checkpoint).expanduser()
+    check_out_dir(out, source, args.force)
+    try:
+        ckpt, kind = read_any_checkpoint(source)
+    except (CheckpointError, ValueError, OSError) as exc:
+        raise ExportError(_describe(exc)) from None
+    dtype = None if args.dtype == "keep" else resolve_dtype(args.dtype, torch.device("cpu"))
+    created = _missing_parents(out)
+    try:
+        export_hf_gpt2(out, ckpt.state_dict, ckpt.config, tokenizer=ckpt.tokenizer, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        _remove_empty(created)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _describe(exc)
+        raise ExportError(f"cannot write {out} (in {out.absolute().parent}): {reason}"
+                          ) from None
+    except KeyboardInterrupt:
+        _remove_empty(created)
+        raise
+    c = ckpt.config
+    return (f"wrote {out} from {kind} checkpoint {source}: {c.n_layer} layers, {c.n_embd} wide, "
+            f"vocab {c.vocab_size}, tokenizer {ckpt.tokenizer}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out_dir)
-    if out.exists() and not args.force:
-        print(f"gpt-export: {out} already exists; pass --force to replace it", file=sys.stderr)
-        return 2
     try:
-        ckpt, kind = read_any_checkpoint(args.checkpoint)
-        dtype = None if args.dtype == "keep" else resolve_dtype(args.dtype, torch.device("cpu"))
-        export_hf_gpt2(out, ckpt.state_dict, ckpt.config, tokenizer=ckpt.tokenizer, dtype=dtype)
-    except (CheckpointError, ValueError, OSError) as exc:
-        # Bad input (a missing or unreadable checkpoint) is exit 2, like every nanoLLM command.
-        print(f"gpt-export: {exc}", file=sys.stderr)
+        print(export(args))
+    except ExportError as exc:
+        # Bad input or an unwritable out_dir: exit 2, like every nanoLLM command.
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    c = ckpt.config
-    print(f"wrote {out} from {kind} checkpoint {args.checkpoint}: {c.n_layer} layers, "
-          f"{c.n_embd} wide, vocab {c.vocab_size}, tokenizer {ckpt.tokenizer}")
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; {args.out_dir} is as it was", file=sys.stderr)
+        return 130
     return 0
 
 

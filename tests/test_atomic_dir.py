@@ -269,3 +269,24 @@ def test_file_modes_follow_the_umask_without_setting_it(
         os.umask(old)
     for file in path.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file
+
+
+def test_a_path_through_the_folder_being_replaced_still_works(
+        tmp_path: Path, small_state: dict[str, torch.Tensor]) -> None:
+    """`run/latest/../latest`: the first rename moves `run/latest` away, so the second must not
+    go through it."""
+    save_checkpoint(tmp_path / "latest", small_state, SMALL, provenance={"step": 1})
+    save_checkpoint(tmp_path / "latest" / ".." / "latest", small_state, SMALL,
+                    provenance={"step": 2})
+    assert load_checkpoint(tmp_path / "latest").provenance == {"step": 2}
+    assert _hidden(tmp_path) == []
+
+
+def test_replace_refuses_a_temp_folder_that_is_not_a_sibling(tmp_path: Path) -> None:
+    final = tmp_path / "data"
+    final.mkdir()
+    inside = final / "new"
+    inside.mkdir()
+    with pytest.raises(ValueError, match=r"data/new must be in the same folder as .*data$"):
+        replace_dir_atomically(inside, final)
+    assert inside.is_dir()
