@@ -2,6 +2,7 @@
 
     tmp = make_temp_dir(final)          # hidden sibling .<name>.tmp-<pid>-<host>-<tag>-<rand>
     ...write the files into tmp...
+    finish_files(tmp)                   # durable, and readable as the umask allows
     replace_dir_atomically(tmp, final)  # final now holds exactly tmp's files
 
 A replace renames an existing `final` aside to `.<name>.old-<pid>-<host>-<tag>-<rand>`, renames
@@ -138,6 +139,32 @@ def make_temp_dir(final: str | Path) -> Path:
     tmp = _writer_name(final, "tmp")
     tmp.mkdir()
     return tmp
+
+
+def _umask() -> int:
+    """The process umask, read without setting it (os.umask would change it for every thread
+    for an instant); 0o022 where /proc does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+def finish_files(folder: str | Path) -> None:
+    """Make the written files durable and readable like any other file the user creates
+    (safetensors writes through a private temp file, mode 0600, which a server running as
+    another user could not read)."""
+    mode = 0o666 & ~_umask()
+    for file in Path(folder).iterdir():
+        if not file.is_file() or file.is_symlink():
+            continue
+        os.chmod(file, mode)
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -14,7 +14,6 @@ up what a killed one left. Readers never change anything on disk.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
 import shutil
@@ -27,10 +26,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-# make_temp_dir, replace_dir_atomically and recover_interrupted_save are public here too:
-# every writer of a folder (datasets, exports) shares them.
+# make_temp_dir, finish_files, replace_dir_atomically and recover_interrupted_save are
+# public here too: every writer of a folder (datasets, exports) shares them.
 from nanollm.atomic_dir import (
     dir_identity,
+    finish_files,
     make_temp_dir,
     wait_for_replace,
 )
@@ -99,30 +99,6 @@ def _looks_like_checkpoint(path: Path) -> bool:
         return False
 
 
-def _umask() -> int:
-    """The process umask, read without setting it (os.umask would change it for every thread
-    for an instant); 0o022 where /proc does not say."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0o022
-
-
-def _finish_files(folder: Path) -> None:
-    """Make the written files durable and readable like any other file the user creates
-    (safetensors writes through a private temp file, mode 0600, which a server running as
-    another user could not read)."""
-    mode = 0o666 & ~_umask()
-    for file in folder.iterdir():
-        os.chmod(file, mode)
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
-
-
 def save_checkpoint(
     path: str | Path,
     state_dict: dict[str, torch.Tensor],
@@ -149,7 +125,7 @@ def save_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE_FILE)
-        _finish_files(tmp)
+        finish_files(tmp)
         replace_dir_atomically(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ import torch
 from nanollm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 from nanollm.device import resolve_dtype
 from nanollm.hf_gpt2 import export_hf_gpt2
+from nanollm.interrupt import Terminated
 from nanollm.loader import read_any_checkpoint
 
 PROG = "gpt-export"
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input or an unwritable out_dir: exit 2, like every nanoLLM command.
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM while writing (Terminated)
         print(f"{PROG}: interrupted; {args.out_dir} is as it was", file=sys.stderr)
-        return 130
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

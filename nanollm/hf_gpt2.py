@@ -30,6 +30,7 @@ from nanollm.checkpoint import (
     Checkpoint,
     CheckpointError,
     check_state_dict,
+    finish_files,
     make_temp_dir,
     read_config_json,
     replace_dir_atomically,
@@ -336,6 +337,7 @@ def export_hf_gpt2(out_dir: str | Path, state_dict: dict[str, torch.Tensor], con
             (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
             if tokenizer == "gpt2":
                 _write_gpt2_tokenizer(tmp, config)
+            finish_files(tmp)  # safetensors leaves its file private (0600)
             replace_dir_atomically(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

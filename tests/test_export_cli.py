@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -98,6 +99,9 @@ def test_force_replaces_a_previous_export_or_an_empty_folder(
     assert export_main([str(run_dir / "best"), str(out), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "config.json", "generation_config.json", "model.safetensors"]
+    # the weights are as readable as the files written with open() (safetensors makes 0600)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"], modes
     empty = run_dir.parent / "empty"
     empty.mkdir()
     assert export_main([str(run_dir / "latest"), str(empty), "--force"]) == 0
