@@ -167,6 +167,7 @@ class Engine:
         self.tokens_generated = 0
         self.completed = 0  # requests that ended on their own (stop, length)
         self.cancelled = 0  # requests that the client, a deadline or the server ended
+        self.recent: deque[RequestHandle] = deque(maxlen=64)  # finished requests, newest last
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
 
     # ------------------------------------------------------------------------------------------
@@ -376,6 +377,7 @@ class Engine:
         with self._cond:
             handle.finished = True
             self._inflight.discard(handle)
+            self.recent.append(handle)
             if handle.error is None:
                 self.completed += 1
             else:
@@ -392,6 +394,7 @@ class Engine:
         handle.error = error
         handle.finished = True
         self._inflight.discard(handle)
+        self.recent.append(handle)
         self._cond.notify_all()
         self.cancelled += 1
         events: list[Event] = [TokenEvent(i, None, None, "", "cancelled")

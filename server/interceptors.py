@@ -29,6 +29,10 @@ from server.metrics import ServerMetrics
 log = logging.getLogger("server.requests")
 
 PREFIX = "/nanollm."
+# The server measures a call's deadline from when its headers arrived, so the client's timer
+# fires first and the server sees a plain cancellation a little before its own deadline. One
+# that comes this close to the deadline is the deadline.
+DEADLINE_SLACK_S = 0.05
 # What the servicer of the current call has noted for its log line.
 _call_notes: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("call_notes")
 
@@ -113,7 +117,7 @@ class _Call:
             await self.context.abort_with_status(to_status(exc))
         elif isinstance(exc, asyncio.CancelledError):
             remaining = self.context.time_remaining()
-            expired = remaining is not None and remaining <= 0
+            expired = remaining is not None and remaining <= DEADLINE_SLACK_S
             self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if expired
                          else grpc.StatusCode.CANCELLED)
         elif isinstance(exc, grpc.aio.AbortError):
