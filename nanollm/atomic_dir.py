@@ -130,6 +130,16 @@ def recover_interrupted_save(final: str | Path) -> None:
             _remove(path)
 
 
+def interrupted_copy(final: str | Path) -> Path | None:
+    """The folder a killed writer moved `final` aside to, when `final` is missing (the crash
+    came between the two renames); the next writer puts it back. Reads only."""
+    final = _entry(final)
+    if os.path.lexists(final):
+        return None
+    found = [p for p, kind, alive in _leftovers(final) if kind == "old" and alive is not True]
+    return max(found, key=_mtime) if found else None
+
+
 def make_temp_dir(final: str | Path) -> Path:
     """Create and return the hidden sibling folder to write `final`'s new contents into.
     Creates the parent folder and first cleans up after dead writers of `final`."""

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from nanollm.atomic_dir import (
     dir_identity,
     finish_files,
+    interrupted_copy,
     make_temp_dir,
     wait_for_replace,
 )
@@ -281,7 +282,10 @@ def _read_checkpoint(path: Path, with_trainer_state: bool) -> Checkpoint:
     from nanollm.model import GPT  # local: model imports nothing from here, keep it that way
 
     if not path.is_dir():
-        raise CheckpointError(f"{path}: no such checkpoint folder")
+        aside = interrupted_copy(path)
+        where = (f" (a save of it was killed; {aside.name} next to it holds the previous one, "
+                 "and the next save puts it back)") if aside else ""
+        raise CheckpointError(f"{path}: no such checkpoint folder{where}")
     config, meta = read_checkpoint_config(path)
     state_dict = load_state_dict_file(path / WEIGHTS_FILE)
     with torch.device("meta"):

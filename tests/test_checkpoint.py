@@ -104,14 +104,14 @@ def test_failed_rename_puts_the_previous_checkpoint_back(tiny_model: GPT, tmp_pa
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     path = save_checkpoint(tmp_path / "latest", tiny_model.state_dict(), tiny_model.config,
                            provenance={"step": 1})
-    real_replace = checkpoint_module.os.replace
+    real_replace = os.replace
 
     def replace(src: Path, dst: Path) -> None:
         if Path(src).name.startswith(".latest.tmp-"):
             raise OSError("rename failed")
         real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(OSError, match="rename failed"):
         save_checkpoint(path, tiny_model.state_dict(), tiny_model.config, provenance={"step": 2})
     assert load_checkpoint(path).provenance == {"step": 1}
