@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnanollm/v1/model_admin.proto\x12\nnanollm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.nanollm.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bsource_path\x18\x04 \x01(\t\x12+\n\x0bsource_kind\x18\x05 \x01(\x0e\x32\x16.nanollm.v1.SourceKind\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x17\n\x0fparameter_count\x18\x07 \x01(\x04\x12\x0f\n\x07n_layer\x18\x08 \x01(\r\x12\x0e\n\x06n_head\x18\t \x01(\r\x12\x0e\n\x06n_embd\x18\n \x01(\r\x12\x12\n\nblock_size\x18\x0b \x01(\r\x12\x12\n\nvocab_size\x18\x0c \x01(\r\x12\x11\n\ttokenizer\x18\r \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\r\n\x05\x64type\x18\x0f \x01(\t\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\r\x12-\n\tloaded_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63tive_requests\x18\x12 \x01(\r\x12\x17\n\x0fqueued_requests\x18\x13 \x01(\r\"\x13\n\x11ListModelsRequest\"N\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.nanollm.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\"\xbd\x01\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x12\x13\n\x06\x64\x65vice\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x64type\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x1b\n\x0emax_batch_size\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x13\n\x0bset_default\x18\x06 \x01(\x08\x42\x08\n\x06sourceB\t\n\x07_deviceB\x08\n\x06_dtypeB\x11\n\x0f_max_batch_size\"5\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\";\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x61ncel_inflight\x18\x02 \x01(\x08\"[\n\x13UnloadModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x63ompleted_requests\x18\x02 \x01(\r\x12\x1a\n\x12\x63\x61ncelled_requests\x18\x03 \x01(\r\"&\n\x16SetDefaultModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x17SetDefaultModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\x12\x18\n\x10previous_default\x18\x02 \x01(\t*\x8c\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x19\n\x15MODEL_STATE_UNLOADING\x10\x04*o\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SOURCE_KIND_NANOLLM\x10\x01\x12\x12\n\x0eSOURCE_KIND_HF\x10\x02\x12\x17\n\x13SOURCE_KIND_NANOGPT\x10\x03\x32\xc6\x04\n\x11ModelAdminService\x12\x65\n\nListModels\x12\x1d.nanollm.v1.ListModelsRequest\x1a\x1e.nanollm.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/models\x12\x66\n\x08GetModel\x12\x1b.nanollm.v1.GetModelRequest\x1a\x1c.nanollm.v1.GetModelResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/admin/models/{name}\x12\x65\n\tLoadModel\x12\x1c.nanollm.v1.LoadModelRequest\x1a\x1d.nanollm.v1.LoadModelResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/admin/models:\x01*\x12o\n\x0bUnloadModel\x12\x1e.nanollm.v1.UnloadModelRequest\x1a\x1f.nanollm.v1.UnloadModelResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/admin/models/{name}\x12\x89\x01\n\x0fSetDefaultModel\x12\".nanollm.v1.SetDefaultModelRequest\x1a#.nanollm.v1.SetDefaultModelResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/admin/models/{name}:setDefault:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cnanollm/v1/model_admin.proto\x12\nnanollm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.nanollm.v1.ModelState\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x13\n\x0bsource_path\x18\x04 \x01(\t\x12+\n\x0bsource_kind\x18\x05 \x01(\x0e\x32\x16.nanollm.v1.SourceKind\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12\x17\n\x0fparameter_count\x18\x07 \x01(\x04\x12\x0f\n\x07n_layer\x18\x08 \x01(\r\x12\x0e\n\x06n_head\x18\t \x01(\r\x12\x0e\n\x06n_embd\x18\n \x01(\r\x12\x12\n\nblock_size\x18\x0b \x01(\r\x12\x12\n\nvocab_size\x18\x0c \x01(\r\x12\x11\n\ttokenizer\x18\r \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x0e \x01(\t\x12\r\n\x05\x64type\x18\x0f \x01(\t\x12\x16\n\x0emax_batch_size\x18\x10 \x01(\r\x12-\n\tloaded_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0f\x61\x63tive_requests\x18\x12 \x01(\r\x12\x17\n\x0fqueued_requests\x18\x13 \x01(\r\"\x13\n\x11ListModelsRequest\"N\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.nanollm.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x10GetModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\"\xcf\x01\n\x10LoadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x04path\x18\x02 \x01(\tH\x00\x12\x10\n\x06job_id\x18\x07 \x01(\tH\x00\x12\x13\n\x06\x64\x65vice\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x12\n\x05\x64type\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x1b\n\x0emax_batch_size\x18\x05 \x01(\rH\x03\x88\x01\x01\x12\x13\n\x0bset_default\x18\x06 \x01(\x08\x42\x08\n\x06sourceB\t\n\x07_deviceB\x08\n\x06_dtypeB\x11\n\x0f_max_batch_size\"5\n\x11LoadModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\";\n\x12UnloadModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x63\x61ncel_inflight\x18\x02 \x01(\x08\"[\n\x13UnloadModelResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1a\n\x12\x63ompleted_requests\x18\x02 \x01(\r\x12\x1a\n\x12\x63\x61ncelled_requests\x18\x03 \x01(\r\"&\n\x16SetDefaultModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"U\n\x17SetDefaultModelResponse\x12 \n\x05model\x18\x01 \x01(\x0b\x32\x11.nanollm.v1.Model\x12\x18\n\x10previous_default\x18\x02 \x01(\t*\x8c\x01\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_LOADING\x10\x01\x12\x15\n\x11MODEL_STATE_READY\x10\x02\x12\x16\n\x12MODEL_STATE_FAILED\x10\x03\x12\x19\n\x15MODEL_STATE_UNLOADING\x10\x04*o\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13SOURCE_KIND_NANOLLM\x10\x01\x12\x12\n\x0eSOURCE_KIND_HF\x10\x02\x12\x17\n\x13SOURCE_KIND_NANOGPT\x10\x03\x32\xc6\x04\n\x11ModelAdminService\x12\x65\n\nListModels\x12\x1d.nanollm.v1.ListModelsRequest\x1a\x1e.nanollm.v1.ListModelsResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/admin/models\x12\x66\n\x08GetModel\x12\x1b.nanollm.v1.GetModelRequest\x1a\x1c.nanollm.v1.GetModelResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/admin/models/{name}\x12\x65\n\tLoadModel\x12\x1c.nanollm.v1.LoadModelRequest\x1a\x1d.nanollm.v1.LoadModelResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/admin/models:\x01*\x12o\n\x0bUnloadModel\x12\x1e.nanollm.v1.UnloadModelRequest\x1a\x1f.nanollm.v1.UnloadModelResponse\"\x1f\x82\xd3\xe4\x93\x02\x19*\x17/v1/admin/models/{name}\x12\x89\x01\n\x0fSetDefaultModel\x12\".nanollm.v1.SetDefaultModelRequest\x1a#.nanollm.v1.SetDefaultModelResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/admin/models/{name}:setDefault:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,10 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELADMINSERVICE'].methods_by_name['UnloadModel']._serialized_options = b'\202\323\344\223\002\031*\027/v1/admin/models/{name}'
   _globals['_MODELADMINSERVICE'].methods_by_name['SetDefaultModel']._loaded_options = None
   _globals['_MODELADMINSERVICE'].methods_by_name['SetDefaultModel']._serialized_options = b'\202\323\344\223\002\'\"\"/v1/admin/models/{name}:setDefault:\001*'
-  _globals['_MODELSTATE']._serialized_start=1274
-  _globals['_MODELSTATE']._serialized_end=1414
-  _globals['_SOURCEKIND']._serialized_start=1416
-  _globals['_SOURCEKIND']._serialized_end=1527
+  _globals['_MODELSTATE']._serialized_start=1292
+  _globals['_MODELSTATE']._serialized_end=1432
+  _globals['_SOURCEKIND']._serialized_start=1434
+  _globals['_SOURCEKIND']._serialized_end=1545
   _globals['_MODEL']._serialized_start=108
   _globals['_MODEL']._serialized_end=555
   _globals['_LISTMODELSREQUEST']._serialized_start=557
@@ -58,17 +58,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELRESPONSE']._serialized_start=691
   _globals['_GETMODELRESPONSE']._serialized_end=743
   _globals['_LOADMODELREQUEST']._serialized_start=746
-  _globals['_LOADMODELREQUEST']._serialized_end=935
-  _globals['_LOADMODELRESPONSE']._serialized_start=937
-  _globals['_LOADMODELRESPONSE']._serialized_end=990
-  _globals['_UNLOADMODELREQUEST']._serialized_start=992
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1051
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1053
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1144
-  _globals['_SETDEFAULTMODELREQUEST']._serialized_start=1146
-  _globals['_SETDEFAULTMODELREQUEST']._serialized_end=1184
-  _globals['_SETDEFAULTMODELRESPONSE']._serialized_start=1186
-  _globals['_SETDEFAULTMODELRESPONSE']._serialized_end=1271
-  _globals['_MODELADMINSERVICE']._serialized_start=1530
-  _globals['_MODELADMINSERVICE']._serialized_end=2112
+  _globals['_LOADMODELREQUEST']._serialized_end=953
+  _globals['_LOADMODELRESPONSE']._serialized_start=955
+  _globals['_LOADMODELRESPONSE']._serialized_end=1008
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1010
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1069
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1071
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1162
+  _globals['_SETDEFAULTMODELREQUEST']._serialized_start=1164
+  _globals['_SETDEFAULTMODELREQUEST']._serialized_end=1202
+  _globals['_SETDEFAULTMODELRESPONSE']._serialized_start=1204
+  _globals['_SETDEFAULTMODELRESPONSE']._serialized_end=1289
+  _globals['_MODELADMINSERVICE']._serialized_start=1548
+  _globals['_MODELADMINSERVICE']._serialized_end=2130
 # @@protoc_insertion_point(module_scope)

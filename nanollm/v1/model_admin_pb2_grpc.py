@@ -37,9 +37,10 @@ class ModelAdminServiceStub:
     malformed name, a path outside the configured model roots, a file that
     is not a model, an unknown device or dtype.
     NOT_FOUND            no model of that name (GetModel, UnloadModel, SetDefaultModel), or
-    nothing at the path (LoadModel).
+    nothing at the path or no such training job (LoadModel).
     ALREADY_EXISTS       LoadModel with the name of a model that is already loaded.
-    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY.
+    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY; LoadModel by the id of a
+    job that is QUEUED or RUNNING or has saved no checkpoint.
     RESOURCE_EXHAUSTED   not enough memory on the device to load the model.
     UNAVAILABLE          the server is draining.
     UNAUTHENTICATED      no API key, or an unknown one, in `authorization: Bearer <key>` metadata.
@@ -91,9 +92,10 @@ class ModelAdminServiceServicer:
     malformed name, a path outside the configured model roots, a file that
     is not a model, an unknown device or dtype.
     NOT_FOUND            no model of that name (GetModel, UnloadModel, SetDefaultModel), or
-    nothing at the path (LoadModel).
+    nothing at the path or no such training job (LoadModel).
     ALREADY_EXISTS       LoadModel with the name of a model that is already loaded.
-    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY.
+    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY; LoadModel by the id of a
+    job that is QUEUED or RUNNING or has saved no checkpoint.
     RESOURCE_EXHAUSTED   not enough memory on the device to load the model.
     UNAVAILABLE          the server is draining.
     UNAUTHENTICATED      no API key, or an unknown one, in `authorization: Bearer <key>` metadata.
@@ -188,9 +190,10 @@ class ModelAdminService:
     malformed name, a path outside the configured model roots, a file that
     is not a model, an unknown device or dtype.
     NOT_FOUND            no model of that name (GetModel, UnloadModel, SetDefaultModel), or
-    nothing at the path (LoadModel).
+    nothing at the path or no such training job (LoadModel).
     ALREADY_EXISTS       LoadModel with the name of a model that is already loaded.
-    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY.
+    FAILED_PRECONDITION  SetDefaultModel on a model that is not READY; LoadModel by the id of a
+    job that is QUEUED or RUNNING or has saved no checkpoint.
     RESOURCE_EXHAUSTED   not enough memory on the device to load the model.
     UNAVAILABLE          the server is draining.
     UNAUTHENTICATED      no API key, or an unknown one, in `authorization: Bearer <key>` metadata.
