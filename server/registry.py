@@ -216,7 +216,7 @@ class ModelRegistry:
             if entry.engine is not None:
                 await asyncio.to_thread(entry.engine.stop)
                 entry.engine = None
-            error = _load_error(exc, entry.source_path)
+            error = _load_error(exc, entry.source_path, checkpoint)
             entry.state, entry.reason, entry.error = ModelState.FAILED, error.message, error
             log.warning("model %s: loading %s failed: %s", entry.name, entry.source_path,
                         error.message)
@@ -330,15 +330,16 @@ class ModelRegistry:
             raise UnavailableError("the server is shutting down", reason="draining")
 
 
-def _load_error(exc: Exception, shown: str) -> ServerError:
-    """What a failed load tells the client (the full traceback goes to the log only when the
-    cause is not the checkpoint itself)."""
+def _load_error(exc: Exception, shown: str, path: str | Path | None) -> ServerError:
+    """What a failed load tells the client: the checkpoint's problem, with paths shown
+    relative to the model root (the traceback goes to the log when the checkpoint is fine)."""
     if isinstance(exc, ServerError):
         return exc
+    text = str(exc) if path is None else str(exc).replace(str(path), shown)
     if isinstance(exc, ModelNotFoundError):
-        return NotFoundError(str(exc))
+        return NotFoundError(text)
     if isinstance(exc, CheckpointError | ConfigError | ValueError):
-        return InvalidArgumentError([("path", f"{shown}: {exc}")])
+        return InvalidArgumentError([("path", text)])
     if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
         return ResourceExhaustedError(f"not enough memory to load {shown}: {exc}")
     log.error("loading %s failed", shown, exc_info=exc)
