@@ -104,7 +104,8 @@ class ServerMetrics:
             ["model"], registry=registry,
         )
         self._kv_usage = Gauge(
-            "nanollm_kv_cache_usage_ratio", "Fraction of the KV cache's batch slots in use (0-1).",
+            "nanollm_kv_cache_usage_ratio",
+            "Fraction of the KV cache's token capacity holding tokens (0-1).",
             ["model"], registry=registry,
         )
         self._rejections = Counter(
