@@ -69,6 +69,8 @@ def _writer_alive(pid: int, host: str, tag: str) -> bool:
         return True
     if pid == os.getpid():
         return tag == _PROCESS_TAG
+    if os.name != "posix":  # os.kill(pid, 0) is a probe only on POSIX; elsewhere it signals
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -130,7 +130,10 @@ def export(args: argparse.Namespace) -> str:
         ckpt, kind = read_any_checkpoint(source)
     except (CheckpointError, ValueError, OSError) as exc:
         raise ExportError(_describe(exc)) from None
-    dtype = None if args.dtype == "keep" else resolve_dtype(args.dtype, torch.device("cpu"))
+    try:
+        dtype = None if args.dtype == "keep" else resolve_dtype(args.dtype, torch.device("cpu"))
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
     created = _missing_parents(out)
     try:
         export_hf_gpt2(out, ckpt.state_dict, ckpt.config, tokenizer=ckpt.tokenizer, dtype=dtype)
