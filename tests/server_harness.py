@@ -9,6 +9,7 @@ tiny checkpoints for it. Tests talk to it through the generated stubs over a rea
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -73,7 +74,11 @@ class ServerThread:
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
         """Run a coroutine on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        return self.call_soon(coro).result(timeout)
+
+    def call_soon(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start a coroutine on the server's loop; its result comes later."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def engine(self, name: str = "gpt") -> Engine:
         engine = self.server.registry.get(name).engine
