@@ -141,3 +141,15 @@ def test_preflight_checks_the_tokenizer_of_a_changed_config(tiny_train_config) -
     with pytest.raises(ConfigError, match=r"tokenizer.*'foo'"):
         train(cfg)
     assert not Path(cfg.out_dir).exists()
+
+
+def test_a_split_that_cannot_apply_is_named(byte_dataset: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # a prepared dataset keeps the split it was made with; the flag is not silently dropped
+    out = tmp_path / "run"
+    assert main([*_tiny_flags(byte_dataset, out), "--max-iters", "1",
+                 "--train-val-split", "0.2"]) == 0
+    assert (f"note: {byte_dataset} is a prepared dataset, split 0.1 when it was made; "
+            "train_val_split 0.2 does not apply (give the raw text as --data-path to split it "
+            "anew)") in capsys.readouterr().out
+    assert "train_val_split 0.2 does not apply" in (out / "train.log").read_text()

@@ -218,6 +218,7 @@ def test_failures_after_loading_leave_no_out_dir(
          "ModelConfig.tokenizer = 'byte' was given but the prepared dataset {gpt2} was tokenized "
          "with 'gpt2'; drop --tokenizer (a prepared dataset decides it), or give the raw text as "
          "--data-path to prepare it with 'byte'"),
+        (None, ["--block-size", "10000"], "the val split has "),  # found once the data is open
         (None, ["--tokenizer", "gpt2"],
          "ModelConfig.tokenizer = 'gpt2' was given but the prepared dataset {data} was tokenized "
          "with 'byte'"),

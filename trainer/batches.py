@@ -18,6 +18,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from nanollm.dataset import DataError
+
 # Offset added to the run seed for the evaluation generator, so it never equals the training one.
 EVAL_SEED_OFFSET = 9_999_991
 
@@ -33,9 +35,10 @@ def _windows(data: np.ndarray, starts: torch.Tensor, block_size: int,
 
 
 def check_length(data: np.ndarray, block_size: int, split: str) -> None:
+    """DataError (a user's input, reported in one line) when a split is shorter than a window."""
     if len(data) < block_size + 1:
-        raise ValueError(f"the {split} split has {len(data)} tokens, fewer than block_size + 1 = "
-                         f"{block_size + 1}; use a smaller block_size or more data")
+        raise DataError(f"the {split} split has {len(data)} tokens, fewer than block_size + 1 = "
+                        f"{block_size + 1}; use a smaller block_size or more data")
 
 
 class BatchSampler:

@@ -51,3 +51,15 @@ def load_dataset(cfg: TrainingConfig, tokenizer: str, block_size: int, ctx: Dist
             block_size=block_size, show_progress=show_progress)
     ctx.barrier()
     return open_dataset(target)
+
+
+def ignored_split_note(cfg: TrainingConfig, dataset: PreparedDataset) -> str | None:
+    """A note when cfg.train_val_split cannot apply: a prepared dataset keeps the split it was
+    made with (rather than being silently used with another)."""
+    made_with = dataset.meta.get("train_val_split")
+    if cfg.data_path is None or needs_preparation(cfg.data_path) or made_with is None or \
+            made_with == cfg.train_val_split:
+        return None
+    return (f"note: {dataset.path} is a prepared dataset, split {made_with} when it was made; "
+            f"train_val_split {cfg.train_val_split} does not apply (give the raw text as "
+            "--data-path to split it anew)")

@@ -39,7 +39,7 @@ from nanollm.interrupt import sigterm_raises
 from nanollm.model import GPT
 from trainer.batches import BatchSampler, EvalBatches
 from trainer.checkpoints import RunCheckpoints
-from trainer.data_source import load_dataset
+from trainer.data_source import ignored_split_note, load_dataset
 from trainer.distributed import (
     DistContext,
     init_distributed,
@@ -134,6 +134,9 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         self.precision = Precision.create(cfg.dtype, ctx.device)
         start, self.dataset = self._start_point()
+        note = ignored_split_note(cfg, self.dataset)
+        if note is not None:
+            self.log.info(note)
         self.model_source = start
         raw: GPT = start.model.to(ctx.device)
         self.raw_model = raw
