@@ -115,11 +115,16 @@ class NanoLLMServer:
                 self.port = server.add_secure_port(wanted, self.credentials)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {wanted}: {exc}") from exc
+        if self.config.metrics_port >= 0:
+            where = _address(self.config.metrics_host or self.config.host,
+                             self.config.metrics_port)
+            try:
+                self.metrics_port = self.metrics.start_http(
+                    self.config.metrics_host or self.config.host, self.config.metrics_port)
+            except OSError as exc:
+                raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from exc
         await server.start()
         self._server = server
-        if self.config.metrics_port >= 0:
-            self.metrics_port = self.metrics.start_http(
-                self.config.metrics_host or self.config.host, self.config.metrics_port)
         return self.port
 
     async def load_default_model(self) -> ModelEntry:
