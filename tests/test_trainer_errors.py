@@ -133,9 +133,12 @@ RESUME = ["--init-from", "resume", "--max-iters", "4"]
         (None, ["--overwrite", "--init-from", "{out}/best", "--max-iters", "2"],
          "--overwrite would delete '{out}/best', the checkpoint init_from '{out}/best' starts "
          "from; write the new run to another --out-dir"),
+        (None, [*RESUME, "--overwrite"],
+         "--overwrite starts a new run in place of an earlier one; it does not go with "
+         "--init-from resume, which continues the run"),
     ],
     ids=["no-optimizer", "foreign-optimizer", "truncated", "other-data", "best-only",
-         "overwrite-own-source"],
+         "overwrite-own-source", "overwrite-resume"],
 )
 def test_an_existing_run_is_refused_and_left_as_it_was(
         change: Callable[[Path], None] | None, flags: list[str], message: str, base_run: Path,

@@ -57,6 +57,9 @@ def check_out_dir(cfg: TrainingConfig, *, overwrite: bool) -> None:
     run resumes it or `overwrite` was asked for (and deletes nothing the run reads)."""
     check_writable_folder(cfg.out_dir, "out_dir")
     if init_kind(cfg.init_from) == "resume":
+        if overwrite:
+            raise ConfigError("--overwrite starts a new run in place of an earlier one; it does "
+                              "not go with --init-from resume, which continues the run")
         return
     found = previous_run(cfg.out_dir)
     if not found:
