@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)  ## create .venv and install nanollm with dev tools
 
+# The main job: the gRPC server on the shipped demo model (docs/server.md). Set-up included.
+GRPC_PORT ?= 50051
+.PHONY: serve
+serve: install  ## start gpt-server on the demo model, gRPC on 127.0.0.1:50051 (GRPC_PORT=, ARGS=)
+	@echo "gpt-server: gRPC on 127.0.0.1:$(GRPC_PORT), Prometheus metrics on 127.0.0.1:9090. In another terminal, try:"
+	@echo "  $(BIN)/grpcurl -plaintext -d '{\"prompt\": \"ROMEO:\", \"sampling\": {\"max_tokens\": 60}}' 127.0.0.1:$(GRPC_PORT) nanollm.v1.GenerateService/StreamGenerate"
+	$(BIN)/gpt-server --grpc-port $(GRPC_PORT) $(ARGS)
+
 # PROMPT reaches gpt-generate verbatim (quotes, $, backslashes): its unexpanded value, single-
 # quoted for the shell with each ' written as '\''.
 generate: install  ## generate text from the demo model (PROMPT='...', MAX_TOKENS=N)
