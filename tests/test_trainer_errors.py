@@ -250,3 +250,22 @@ def test_bad_input_is_one_line_and_creates_nothing(
     assert err.startswith("gpt-train: error: " + message.format(**names)), err
     assert err.count("\n") == 1
     assert snapshot(tmp_path) == before
+
+
+def test_resume_refuses_data_whose_content_changed(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # the same path, new text: its val loss would be compared with the old best
+    text, out = tmp_path / "book.txt", tmp_path / "run"
+    text.write_bytes(CORPUS.read_bytes()[:20_000])
+    assert main(["--data-path", str(text), "--data-dir", str(tmp_path / "data"), "--out-dir",
+                 str(out), "--tokenizer", "byte", *SHAPE, *FAST, "--max-iters", "2"]) == 0
+    text.write_bytes(CORPUS.read_bytes()[20_000:40_000])
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["--init-from", "resume", "--out-dir", str(out), "--max-iters", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"gpt-train: error: the data {tmp_path / 'data' / 'book-byte'} is not "
+                          f"what the run {out / 'latest'} was trained on (sha256 "), err
+    assert err.endswith("a resumed run continues on its own data: restore it, or fine-tune on "
+                        f"the new data with --init-from {out / 'latest'} --out-dir NEW\n")
+    assert snapshot(out) == before
