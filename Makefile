@@ -49,13 +49,30 @@ format: install  ## ruff format + autofix
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: bench-decode bench-train  ## all benchmarks (against transformers, same run)
+bench: bench-decode bench-engine bench-train  ## all benchmarks (against transformers, same run)
 
 bench-decode: install  ## greedy decode tokens/s vs transformers generate()
 	$(BIN)/python bench/decode.py
 
+.PHONY: bench-engine
+bench-engine: install  ## continuous batching: admission, sparse steps, throughput vs transformers
+	$(BIN)/python bench/engine.py
+
 bench-train: install  ## training tokens/s and MFU vs a transformers loop
 	$(BIN)/python bench/train.py
+
+.PHONY: bench-serve test-deps
+bench-serve: install  ## gRPC serving: TTFT/ITL/E2E, throughput, vs concurrency 1, HF and in-process
+	$(BIN)/python bench/serve.py
+
+# System tools some tests start for real (the Prometheus server of tests/test_prometheus.py).
+# Those tests skip without them on a developer machine; .ci/run installs them.
+test-deps:  ## install Debian prometheus for the metrics scrape test (root or sudo)
+	@command -v prometheus >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@prometheus --version 2>&1 | head -1
 
 # The shipped demo model: trains into out/demo (a fresh run each time), then copies the final
 # weights and config into the package. config/train_demo.yaml holds every setting.
