@@ -387,7 +387,20 @@ class ServerConfig(BaseConfig):
     admin_key_file: str | None = option(None, "file of admin API keys, one per line")
     tls_cert: str | None = option(None, "PEM certificate chain: serve gRPC over TLS")
     tls_key: str | None = option(None, "PEM private key of tls_cert")
-    runs_dir: str = option("runs", "folder where training jobs live")
+    jobs_root: str = option("jobs", "folder of the training jobs (TrainService): each job's "
+                                    "spec, state, log and checkpoints live in a folder here")
+    data_roots: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="folders training jobs may read data from (repeatable; "
+                                   "default: data/ and the bundled corpus folder)")
+    max_concurrent_jobs: int = option(1, "training jobs running at once; others wait in order",
+                                      min=1, max=256)
+    max_upload_bytes: int = option(64 << 20, "largest training text a StartJob may upload",
+                                   min=1)
+    max_download_bytes: int = option(1 << 30, "largest training text a job may download from "
+                                              "an http(s) URL", min=1)
+    allow_private_urls: bool = option(False, "let training jobs download from loopback, private,"
+                                             " link-local and cloud metadata addresses (local "
+                                             "use only: clients choose the URLs)")
     log_dir: str = option("logs", "server log folder (rotating server.log)")
     cors_enabled: bool = option(False, "allow cross-origin browser requests to the REST API")
 
@@ -396,6 +409,6 @@ class ServerConfig(BaseConfig):
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("ServerConfig.tls_cert and ServerConfig.tls_key go together: give "
                               "both to serve over TLS, or neither")
-        for name in ("model_roots", "api_keys", "admin_keys"):
+        for name in ("model_roots", "data_roots", "api_keys", "admin_keys"):
             if not all(isinstance(v, str) and v for v in getattr(self, name)):
                 raise ConfigError(f"ServerConfig.{name} must be a list of non-empty strings")

@@ -9,14 +9,18 @@ from __future__ import annotations
 import grpc
 
 from nanollm.v1 import model_admin_pb2, model_admin_pb2_grpc
+from server.errors import FailedPreconditionError
 from server.interceptors import note
 from server.registry import ModelEntry, ModelRegistry
+from server.train_service import run_job_call
 from server.validation import validate_load, validate_model_name
+from trainer.jobs.manager import JobManager
 
 
 class ModelAdminService(model_admin_pb2_grpc.ModelAdminServiceServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, jobs: JobManager | None = None) -> None:
         self.registry = registry
+        self.jobs = jobs
 
     def _pb(self, entry: ModelEntry) -> model_admin_pb2.Model:
         return entry.to_pb(is_default=entry.name == self.registry.default_name)
@@ -35,8 +39,16 @@ class ModelAdminService(model_admin_pb2_grpc.ModelAdminServiceServicer):
     async def LoadModel(self, request: model_admin_pb2.LoadModelRequest,
                         context: grpc.aio.ServicerContext) -> model_admin_pb2.LoadModelResponse:
         spec = validate_load(request)
-        note(model=spec.name, path=spec.path)
-        entry = await self.registry.load(spec)
+        if spec.job_id is None:
+            note(model=spec.name, path=spec.path)
+            entry = await self.registry.load(spec)
+        else:
+            note(model=spec.name, job=spec.job_id)
+            if self.jobs is None:
+                raise FailedPreconditionError("this server runs no training jobs")
+            folder = await run_job_call(self.jobs.checkpoint_of, spec.job_id)
+            entry = await self.registry.load_from(spec, folder,
+                                                  f"job {spec.job_id} ({folder.name})")
         return model_admin_pb2.LoadModelResponse(model=self._pb(entry))
 
     async def UnloadModel(self, request: model_admin_pb2.UnloadModelRequest,

@@ -7,9 +7,11 @@
     await server.load_default_model()                # READY and warmed up; health SERVING
     await server.shutdown(grace=30)                  # drain, finish or cancel, stop
 
-One grpc.aio server holds GenerateService, ModelAdminService, grpc.health.v1 and reflection (so
-grpcurl needs no proto files), behind two interceptors: errors/metrics/request log outside, API
-keys inside. TLS when a certificate and key are configured. Prometheus /metrics on its own port.
+One grpc.aio server holds GenerateService, ModelAdminService, TrainService, grpc.health.v1 and
+reflection (so grpcurl needs no proto files), behind two interceptors: errors/metrics/request log
+outside, API keys inside. TLS when a certificate and key are configured. Prometheus /metrics on
+its own port. Training jobs run as child processes of a JobManager (trainer/jobs) on the jobs
+root, which it locks once the ports are bound.
 """
 
 from __future__ import annotations
@@ -25,18 +27,25 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+import nanollm
 from nanollm.config import ConfigError, GenerationConfig, ServerConfig
 from nanollm.device import inference_threads
 from nanollm.loader import ModelLoader
-from nanollm.v1 import generate_pb2_grpc, model_admin_pb2_grpc
+from nanollm.v1 import generate_pb2_grpc, model_admin_pb2_grpc, train_pb2_grpc
 from server.admin_service import ModelAdminService
 from server.auth import AuthInterceptor, KeyRing
 from server.engine import EngineSettings
+from server.errors import ServerError
 from server.generate_service import GenerateService
-from server.health import ADMIN_SERVICE, GENERATE_SERVICE, ServerHealth
+from server.health import ADMIN_SERVICE, GENERATE_SERVICE, SERVING, ServerHealth
 from server.interceptors import ErrorInterceptor
 from server.metrics import ServerMetrics
 from server.registry import ModelEntry, ModelRegistry, RegistrySettings
+from server.train_service import SPEC_RULES, TRAIN_SERVICE, TrainService
+from server.validation import LoadSpec
+from trainer.jobs.manager import JobManager, JobsSettings
+from trainer.jobs.spec import SpecLimits
+from trainer.jobs.store import JobsRootBusyError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +59,24 @@ def model_roots(config: ServerConfig) -> list[Path]:
     if config.model_roots:
         return [Path(r).expanduser() for r in config.model_roots]
     return [Path("models"), ModelLoader.default_checkpoint().parent]
+
+
+def data_roots(config: ServerConfig) -> list[Path]:
+    """The configured data roots, or data/ and the bundled corpus folder."""
+    if config.data_roots:
+        return [Path(r).expanduser() for r in config.data_roots]
+    return [Path("data"), Path(nanollm.__file__).parent / "assets" / "corpus"]
+
+
+def job_manager(config: ServerConfig, metrics: ServerMetrics,
+                on_succeeded: Callable[[str, str, Path], None]) -> JobManager:
+    limits = SpecLimits(data_roots=data_roots(config), model_roots=model_roots(config),
+                        max_upload_bytes=config.max_upload_bytes,
+                        max_download_bytes=config.max_download_bytes,
+                        allow_private_urls=config.allow_private_urls)
+    settings = JobsSettings(root=Path(config.jobs_root).expanduser(), limits=limits,
+                            max_concurrent=config.max_concurrent_jobs)
+    return JobManager(settings, SPEC_RULES, metrics=metrics, on_succeeded=on_succeeded)
 
 
 def _address(host: str, port: int) -> str:
@@ -82,7 +109,9 @@ class NanoLLMServer:
             RegistrySettings(model_roots=model_roots(config), device=config.device,
                              dtype=config.dtype, compile=config.compile, engine=engine),
             self.metrics, on_change=self._registry_changed)
+        self.jobs = job_manager(config, self.metrics, self._job_succeeded)
         self.health: ServerHealth | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
@@ -94,19 +123,24 @@ class NanoLLMServer:
 
     async def start(self) -> int:
         """Bind and start answering (the default model is not loaded yet); returns the port."""
+        self._loop = asyncio.get_running_loop()
         self.health = ServerHealth()
         await self.health.update(default_ready=False)
+        await self.health.servicer.set(TRAIN_SERVICE, SERVING)
+        # Room for a StartJob that uploads max_upload_bytes of text.
+        size = ("grpc.max_receive_message_length", self.config.max_upload_bytes + (1 << 20))
         server = grpc.aio.server(interceptors=[ErrorInterceptor(self.metrics),
                                                AuthInterceptor(self.keys)],
-                                 options=GRPC_OPTIONS)
+                                 options=[*GRPC_OPTIONS, size])
         generate_pb2_grpc.add_GenerateServiceServicer_to_server(
             GenerateService(self.registry, GenerationConfig(), self.config.max_tokens_limit),
             server)
         model_admin_pb2_grpc.add_ModelAdminServiceServicer_to_server(
-            ModelAdminService(self.registry), server)
+            ModelAdminService(self.registry, self.jobs), server)
+        train_pb2_grpc.add_TrainServiceServicer_to_server(TrainService(self.jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection([GENERATE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE,
-                                             reflection.SERVICE_NAME], server)
+        reflection.enable_server_reflection([GENERATE_SERVICE, ADMIN_SERVICE, TRAIN_SERVICE,
+                                             HEALTH_SERVICE, reflection.SERVICE_NAME], server)
         wanted = _address(self.config.grpc_host or self.config.host, self.config.grpc_port)
         try:
             if self.credentials is None:
@@ -123,6 +157,11 @@ class NanoLLMServer:
                     self.config.metrics_host or self.config.host, self.config.metrics_port)
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from exc
+        try:
+            await asyncio.to_thread(self.jobs.start)  # settles jobs a previous server left
+        except (JobsRootBusyError, OSError) as exc:
+            self.metrics.stop_http()
+            raise ConfigError(f"jobs root: {exc}") from exc
         await server.start()
         self._server = server
         return self.port
@@ -139,10 +178,29 @@ class NanoLLMServer:
         finish and are then cancelled; then the server and the engines stop."""
         if self.health is not None:
             await self.health.drain()
-        await self.registry.shutdown(grace)
+        # Running jobs save and stop (INTERRUPTED, resumable) while requests finish.
+        await asyncio.gather(self.registry.shutdown(grace),
+                             asyncio.to_thread(self.jobs.shutdown, grace))
         if self._server is not None:
             await self._server.stop(grace=1.0)
         self.metrics.stop_http()
+
+    def _job_succeeded(self, job_id: str, model_name: str, folder: Path) -> None:
+        """load_when_done: called on the job supervisor thread, so the load is scheduled on the
+        server's loop; its outcome is recorded on the job (Job.loaded_model or its reason)."""
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._load_job_model(job_id, model_name, folder),
+                                             self._loop)
+
+    async def _load_job_model(self, job_id: str, model_name: str, folder: Path) -> None:
+        spec = LoadSpec(name=model_name, path="", device=None, dtype=None, max_batch_size=None,
+                        set_default=False, job_id=job_id)
+        error = None
+        try:
+            await self.registry.load_from(spec, folder, f"job {job_id} ({folder.name})")
+        except ServerError as exc:
+            error = exc.message
+        await asyncio.to_thread(self.jobs.note_loaded, job_id, model_name, error)
 
     def _registry_changed(self) -> None:
         """Health follows the default model; updates run in order on the event loop."""

@@ -1,11 +1,12 @@
 """gpt-server: serve GPT-2-family models over gRPC (GenerateService, ModelAdminService, health,
-reflection) with Prometheus metrics.
+reflection) with Prometheus metrics, and run training jobs (TrainService).
 
     gpt-server                                          # the shipped demo model, 127.0.0.1:50051
     gpt-server --checkpoint out/shakespeare/best --max-batch-size 16
     gpt-server --model-type gpt2 --device cuda --dtype bfloat16
     gpt-server --config config/server_config.yaml --grpc-port 6000   # flags override the file
     gpt-server --api-key-file keys.txt --admin-key-file admin.txt --tls-cert c.pem --tls-key k.pem
+    gpt-server --jobs-root jobs --data-root data --max-concurrent-jobs 2   # training jobs
 
 Then, from another terminal (grpcurl needs no proto files: the server has reflection):
 
@@ -37,9 +38,10 @@ PROG = "gpt-server"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_BYTES, LOG_BACKUPS = 10_000_000, 5
 # Flag spellings for list fields, which take one value per flag: --api-key A --api-key B.
-RENAMED = {"api_keys": "api_key", "admin_keys": "admin_key", "model_roots": "model_root"}
-# Settings of the REST gateway and training jobs, which later parts of gpt-server will use.
-NOT_FLAGS = ("runs_dir", "cors_enabled")
+RENAMED = {"api_keys": "api_key", "admin_keys": "admin_key", "model_roots": "model_root",
+           "data_roots": "data_root"}
+# Settings of the REST gateway, which a later part of gpt-server will use.
+NOT_FLAGS = ("cors_enabled",)
 
 
 class UsageError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -113,6 +114,19 @@ class ServerMetrics:
             "(queue_full, draining, loading, invalid_argument, unauthenticated, ...).",
             ["reason"], registry=registry,
         )
+        self._jobs = Gauge(
+            "nanollm_training_jobs", "Training jobs under the jobs root, by state.",
+            ["state"], registry=registry,
+        )
+        self._job_loss = Gauge(
+            "nanollm_training_job_loss", "Latest logged training loss of each running job.",
+            ["job"], registry=registry,
+        )
+        self._job_tokens = Gauge(
+            "nanollm_training_job_tokens_per_second",
+            "Latest logged training throughput of each running job (all ranks).",
+            ["job"], registry=registry,
+        )
 
     # Per RPC (servicers / interceptor).
     def request_done(self, method: str, code: str, seconds: float) -> None:
@@ -129,7 +143,7 @@ class ServerMetrics:
         self._queue.labels(model=model).observe(seconds)
 
     def ttft(self, model: str, seconds: float) -> None:
-        self._ttft.labels(model=model).observe(seconds)
+        pass
 
     def inter_token(self, model: str, seconds: float) -> None:
         self._itl.labels(model=model).observe(seconds)
@@ -159,6 +173,22 @@ class ServerMetrics:
         for gauge in (self._running, self._waiting, self._kv_usage):
             with contextlib.suppress(KeyError):
                 gauge.remove(model)
+
+    # Training jobs (the job supervisor thread).
+    def set_jobs_by_state(self, counts: Mapping[str, int]) -> None:
+        """Jobs per state name (QUEUED, RUNNING, SUCCEEDED, ...); give every state."""
+        for state, n in counts.items():
+            self._jobs.labels(state=state).set(n)
+
+    def set_job_progress(self, job_id: str, loss: float, tokens_per_second: float) -> None:
+        self._job_loss.labels(job=job_id).set(loss)
+        self._job_tokens.labels(job=job_id).set(tokens_per_second)
+
+    def forget_job(self, job_id: str) -> None:
+        """Drop a job's gauges once it no longer runs."""
+        for gauge in (self._job_loss, self._job_tokens):
+            with contextlib.suppress(KeyError):
+                gauge.remove(job_id)
 
     # The /metrics endpoint.
     def start_http(self, host: str, port: int) -> int:

@@ -174,6 +174,17 @@ class ModelRegistry:
                                 device=spec.device, dtype=spec.dtype,
                                 max_batch_size=spec.max_batch_size)
 
+    async def load_from(self, spec: LoadSpec, path: Path, shown: str) -> ModelEntry:
+        """Load a checkpoint the server located itself (a training job's), which is therefore
+        not held to the model roots; `shown` is what ListModels says it came from."""
+        self._refuse_while_draining()
+        if spec.name in self._entries:
+            raise AlreadyExistsError(f"a model named {spec.name!r} already exists; unload it "
+                                     "first or pick another name")
+        return await self._load(spec.name, shown, spec.set_default, checkpoint=path,
+                                device=spec.device, dtype=spec.dtype,
+                                max_batch_size=spec.max_batch_size)
+
     async def load_startup(self, name: str, checkpoint: str | None,
                            model_type: str | None) -> ModelEntry:
         """The operator's model from the command line (not held to the model roots), made the

@@ -186,6 +186,7 @@ class LoadSpec:
     dtype: str | None
     max_batch_size: int | None
     set_default: bool
+    job_id: str | None = None  # load a training job's checkpoint instead of `path`
 
 
 def validate_model_name(name: str, field: str = "name") -> str:
@@ -205,8 +206,10 @@ def validate_load(request: model_admin_pb2.LoadModelRequest) -> LoadSpec:
     except InvalidArgumentError as exc:
         bad += exc.field_violations
     path = request.path if request.HasField("path") else ""
-    if not path:
-        bad.append(("path", "must name a checkpoint folder or file under a model root"))
+    job_id = request.job_id if request.HasField("job_id") else None
+    if not path and job_id is None:
+        bad.append(("path", "must name a checkpoint folder or file under a model root (or "
+                            "give job_id)"))
 
     device = request.device if request.HasField("device") else None
     dtype = request.dtype if request.HasField("dtype") else None
@@ -223,4 +226,4 @@ def validate_load(request: model_admin_pb2.LoadModelRequest) -> LoadSpec:
     if bad:
         raise InvalidArgumentError(bad)
     return LoadSpec(name=name, path=path, device=device, dtype=dtype, max_batch_size=batch,
-                    set_default=request.set_default)
+                    set_default=request.set_default, job_id=job_id)
