@@ -143,7 +143,7 @@ class ServerMetrics:
         self._queue.labels(model=model).observe(seconds)
 
     def ttft(self, model: str, seconds: float) -> None:
-        pass
+        self._ttft.labels(model=model).observe(seconds)
 
     def inter_token(self, model: str, seconds: float) -> None:
         self._itl.labels(model=model).observe(seconds)
