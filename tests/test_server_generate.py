@@ -79,8 +79,9 @@ def test_16_concurrent_streams_each_get_exactly_what_they_get_alone(srv: ServerT
         assert tokens(results[i]) == tokens(alone[i]), f"stream {i} differs from its solo run"
         assert text(results[i]) == text(alone[i])
         assert len(tokens(results[i])) == 32
-    # They really ran together: one after another they would take 16 * 32 steps.
-    assert srv.engine().steps - steps_before <= 2 * 32
+    # They really shared the batch: one after another they would take 16 * 32 steps (together,
+    # about 32 on an idle machine; a busy one delays some arrivals).
+    assert srv.engine().steps - steps_before < 16 * 32 // 2
 
 
 def test_generate_returns_what_the_stream_sends(srv: ServerThread) -> None:

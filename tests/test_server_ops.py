@@ -7,6 +7,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,7 @@ from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-GRPCURL = str(Path(__file__).parent.parent / ".venv" / "bin" / "grpcurl")
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 M = model_admin_pb2
