@@ -1,0 +1,352 @@
+"""The OpenAI request and response bodies the gateway speaks, as pydantic models.
+
+Fields follow the order of OpenAI's API reference; what nanoLLM adds is in a marked section at
+the end of each model. Requests own their translation to the gRPC contract
+(`to_sampling_params()`). Fields OpenAI defines but nanoLLM cannot honour (tools, logit_bias,
+suffix, the most likely alternatives' log-probabilities) are refused with a 400 that names the
+field, never ignored. Value ranges (temperature, top_p, penalties, n) are checked by the gRPC
+server, which reports every bad field at once; only what the contract's types cannot carry is
+checked here. Unset sampling knobs take the server's defaults, except completions' max_tokens,
+which defaults to 16 as in OpenAI's reference.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    model_validator,
+)
+
+from nanollm.v1 import generate_pb2
+
+UINT32_MAX = 2**32 - 1
+SEED_LIMIT = 2**63  # the contract's seed range is [0, 2^63)
+MAX_STOP_SEQUENCES = 4  # as OpenAI allows
+
+
+def _stop_count(value: str | list[str] | None) -> str | list[str] | None:
+    if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+        raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences, got {len(value)}")
+    return value
+
+
+Count = Annotated[int, Field(ge=1, le=UINT32_MAX)]
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+TopK = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+Stop = Annotated[str | list[str] | None, AfterValidator(_stop_count)]
+
+
+class _Request(BaseModel):
+    # OpenAI answers an unknown argument with a 400; so does the gateway (nothing is ignored).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StreamOptions(_Request):
+    include_usage: bool | None = None
+
+
+class _Sampling(_Request):
+    """What completions and chat share: their knobs become the contract's SamplingParams."""
+
+    if TYPE_CHECKING:  # declared by each request, in OpenAI's order
+        frequency_penalty: float | None
+        logit_bias: dict[str, float] | None
+        n: int | None
+        presence_penalty: float | None
+        seed: int | None
+        stop: str | list[str] | None
+        stream: bool | None
+        stream_options: StreamOptions | None
+        temperature: float | None
+        top_p: float | None
+        top_k: int | None
+        repetition_penalty: float | None
+        stop_at_eos: bool | None
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options is not None and self.stream_options.include_usage)
+
+    @property
+    def choices_per_prompt(self) -> int:
+        return self.n or 1
+
+    def _params(self, max_tokens: int | None, logprobs: bool, extra_stop: list[str]
+                ) -> generate_pb2.SamplingParams:
+        params = generate_pb2.SamplingParams(stop=self.stop_list + extra_stop)
+        knobs = {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
+                 "top_k": self.top_k, "repetition_penalty": self.repetition_penalty,
+                 "presence_penalty": self.presence_penalty,
+                 "frequency_penalty": self.frequency_penalty, "seed": self.seed, "n": self.n,
+                 "stop_at_eos": self.stop_at_eos}
+        for name, value in knobs.items():
+            if value is not None:
+                setattr(params, name, value)
+        if logprobs:
+            params.logprobs = True
+        return params
+
+    @model_validator(mode="after")
+    def _check_shared(self) -> _Sampling:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options: only allowed when stream is true")
+        if self.logit_bias:
+            raise ValueError("logit_bias: not supported")
+        return self
+
+
+class CompletionRequest(_Sampling):
+    """POST /v1/completions."""
+
+    model: str
+    prompt: str | list[str] | list[int] | list[list[int]]
+    best_of: Count | None = None
+    echo: bool | None = False
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    max_tokens: Count | None = 16
+    n: Count | None = None
+    presence_penalty: float | None = None
+    seed: Seed | None = None
+    stop: Stop = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    suffix: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    user: str | None = None
+
+    # --- nanoLLM extras -------------------------------------------------------------------
+    top_k: TopK | None = None
+    repetition_penalty: float | None = None
+    stop_at_eos: bool | None = None
+
+    @model_validator(mode="after")
+    def _check_supported(self) -> CompletionRequest:
+        if isinstance(self.prompt, list):
+            if not self.prompt:
+                raise ValueError("prompt: must not be an empty list")
+            if not all(isinstance(p, str) for p in self.prompt):
+                raise ValueError("prompt: token-id prompts are not supported; send text")
+        if self.suffix:
+            raise ValueError("suffix: not supported")
+        if self.best_of is not None and self.best_of != self.choices_per_prompt:
+            raise ValueError("best_of: only best_of equal to n is supported")
+        if self.logprobs:
+            raise ValueError("logprobs: only 0 is supported (the log-probability of each "
+                             "sampled token); the most likely alternatives are not computed")
+        if self.echo and self.logprobs is not None:
+            raise ValueError("logprobs: not supported together with echo (prompt tokens are "
+                             "not scored)")
+        return self
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.prompt] if isinstance(self.prompt, str) else [str(p) for p in self.prompt]
+
+    @property
+    def wants_logprobs(self) -> bool:
+        return self.logprobs is not None
+
+    def to_sampling_params(self) -> generate_pb2.SamplingParams:
+        return self._params(self.max_tokens, self.wants_logprobs, [])
+
+
+class TextPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Request):
+    """A system, developer (the same as system), user or assistant message."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+
+    @property
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class ChatCompletionRequest(_Sampling):
+    """POST /v1/chat/completions."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    model: str
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    logprobs: bool | None = False
+    max_completion_tokens: Count | None = None
+    max_tokens: Count | None = None
+    n: Count | None = None
+    presence_penalty: float | None = None
+    seed: Seed | None = None
+    stop: Stop = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_p: float | None = None
+    user: str | None = None
+
+    # --- nanoLLM extras -------------------------------------------------------------------
+    top_k: TopK | None = None
+    repetition_penalty: float | None = None
+    stop_at_eos: bool | None = None
+
+    @model_validator(mode="after")
+    def _check_supported(self) -> ChatCompletionRequest:
+        if self.top_logprobs:
+            raise ValueError("top_logprobs: only 0 is supported (the most likely alternatives "
+                             "are not computed)")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs: needs logprobs set to true")
+        return self
+
+    def to_sampling_params(self, template_stop: list[str] | None = None
+                           ) -> generate_pb2.SamplingParams:
+        """`template_stop`: the chat template's end-of-turn strings, added to the client's."""
+        limit = self.max_completion_tokens or self.max_tokens
+        return self._params(limit, bool(self.logprobs), template_stop or [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Responses
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionLogprobs(BaseModel):
+    text_offset: list[int]
+    token_logprobs: list[float]
+    tokens: list[str]
+    top_logprobs: list[dict[str, float]]
+
+
+class CompletionChoice(BaseModel):
+    finish_reason: str | None
+    index: int
+    logprobs: CompletionLogprobs | None
+    text: str
+
+
+class Completion(BaseModel):
+    """A completions response, and (with `finish_reason` None until a choice ends) the chunks
+    of a completions stream."""
+
+    id: str
+    choices: list[CompletionChoice]
+    created: int
+    model: str
+    object: Literal["text_completion"] = "text_completion"
+    usage: Usage | None = None
+
+
+class TopLogprob(BaseModel):
+    token: str
+    bytes: list[int]
+    logprob: float
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    bytes: list[int]
+    logprob: float
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(BaseModel):
+    content: str
+    refusal: str | None = None
+    role: Literal["assistant"] = "assistant"
+
+
+class ChatChoice(BaseModel):
+    finish_reason: str
+    index: int
+    logprobs: ChoiceLogprobs | None
+    message: AssistantMessage
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    choices: list[ChatChoice]
+    created: int
+    model: str
+    object: Literal["chat.completion"] = "chat.completion"
+    usage: Usage
+
+
+class Delta(BaseModel):
+    content: str | None = None
+    role: Literal["assistant"] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    delta: Delta
+    index: int
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+    @field_serializer("delta")
+    def _only_set_delta(self, delta: Delta) -> dict[str, str]:
+        # OpenAI sends {"content": "..."} or {} (the last chunk), never null members.
+        return delta.model_dump(exclude_none=True)
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    choices: list[ChatChunkChoice]
+    created: int
+    model: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    created: int
+    object: Literal["model"] = "model"
+    owned_by: str = "nanollm"
+
+    # --- nanoLLM extras -------------------------------------------------------------------
+    max_model_len: int = Field(description="context length: prompt plus generated tokens")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
