@@ -168,7 +168,7 @@ def test_every_service_rpc_message_field_and_enum_value_is_commented(tmp_path: P
 
 def test_committed_code_is_fresh_and_make_proto_output_is_usable(tmp_path: Path) -> None:
     result = codegen(REPO, "--check")
-    assert (result.returncode, result.stdout) == (0, "generated code is up to date with 2 .proto "
+    assert (result.returncode, result.stdout) == (0, "generated code is up to date with 3 .proto "
                                                      "files\n")
     root = copy_contracts(tmp_path)
     result = codegen(root)
@@ -177,7 +177,8 @@ def test_committed_code_is_fresh_and_make_proto_output_is_usable(tmp_path: Path)
                              "descriptor set: build/nanollm.pb\n")
     # The descriptor set (with google/api imports) is what Envoy and grpcurl -protoset read.
     listed = run(GRPCURL, "-protoset", root / "build" / "nanollm.pb", "list")
-    assert listed.stdout == "nanollm.v1.GenerateService\nnanollm.v1.ModelAdminService\n"
+    assert listed.stdout == ("nanollm.v1.GenerateService\nnanollm.v1.ModelAdminService\n"
+                             "nanollm.v1.TrainService\n")
 
 
 @pytest.mark.parametrize(("change", "stale"), [
