@@ -3,7 +3,10 @@ loaded; --eval-only reports what it measured, not a best model it never saved.""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +82,19 @@ def test_eval_only_reports_the_loss_it_measured(
     assert lines[-2].endswith(f" (best {best:.4f})")
     evals = [e for e in read_events(old_run) if e["type"] == "eval"]
     assert evals[-1]["improved"] is False and evals[-1]["best_val_loss"] == best
+
+
+def test_resume_puts_back_a_latest_that_a_killed_save_moved_aside(
+        old_run: Path, byte_dataset: Path) -> None:
+    """A save killed between its two renames leaves latest/ moved aside under a hidden name and
+    no latest/; resuming restores it (the run is that folder's writer) and continues from it."""
+    from nanollm import atomic_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    aside = old_run / f".latest.old-{int(dead.stdout)}-{atomic_dir._host_tag()}-abcdef-012345"
+    os.replace(old_run / "latest", aside)
+    assert main(["--init-from", "resume", "--out-dir", str(old_run), *FAST,
+                 "--max-iters", "6", "--eval-interval", "2"]) == 0
+    assert load_checkpoint(old_run / "latest").provenance["step"] == 6
+    assert not aside.exists()

@@ -12,7 +12,11 @@ from typing import Any
 
 import yaml
 
-from nanollm.checkpoint import is_checkpoint_dir, read_checkpoint_config
+from nanollm.checkpoint import (
+    is_checkpoint_dir,
+    read_checkpoint_config,
+    recover_interrupted_save,
+)
 from nanollm.config import TrainingConfig
 from nanollm.config_io import build_config, merge_dicts, read_config_file
 
@@ -33,7 +37,12 @@ def resolve_config(path: str | Path | None, overrides: dict[str, Any]) -> Traini
     cfg = build_config(TrainingConfig, path, overrides)
     if cfg.init_from != "resume":
         return cfg
-    saved = saved_train_config(Path(cfg.out_dir) / "latest")
+    out = Path(cfg.out_dir).expanduser()
+    # A resumed run is its folder's writer: a save killed between its two renames left latest/
+    # (or best/) moved aside under a hidden name; put it back before reading it.
+    for name in ("latest", "best"):
+        recover_interrupted_save(out / name)
+    saved = saved_train_config(out / "latest")
     if saved is None:
         return cfg  # preflight reports the missing checkpoint
     given = merge_dicts(read_config_file(path) if path else {}, overrides)
