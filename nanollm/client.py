@@ -11,10 +11,12 @@
         async for msg in client.stream("ROMEO:", max_tokens=40):
             ...
 
-Responses are the contract's own messages (nanollm.v1.generate_pb2 / model_admin_pb2, typed by
-their .pyi stubs). Sampling knobs are keyword arguments (or one `Sampling`); an unset knob takes
-the server's default. A failed call raises a `NanoLLMError` subclass (nanollm.client_errors)
-that carries the gRPC status code and the decoded `google.rpc` details.
+Training jobs: start_job, watch_job, get_job, list_jobs, cancel_job, resume_job, delete_job and
+load_job_model (nanollm/client_train.py). Responses are the contract's own messages
+(nanollm.v1.generate_pb2 / model_admin_pb2 / train_pb2, typed by their .pyi stubs). Sampling
+knobs are keyword arguments (or one `Sampling`); an unset knob takes the server's default. A
+failed call raises a `NanoLLMError` subclass (nanollm.client_errors) that carries the gRPC
+status code and the decoded `google.rpc` details.
 """
 
 from __future__ import annotations
@@ -44,12 +46,20 @@ from nanollm.client_errors import (
     UnavailableError,
     from_rpc_error,
 )
-from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2, model_admin_pb2_grpc
+from nanollm.client_train import AsyncTrainMethods, AsyncWatchStream, TrainMethods, WatchStream
+from nanollm.v1 import (
+    generate_pb2,
+    generate_pb2_grpc,
+    model_admin_pb2,
+    model_admin_pb2_grpc,
+    train_pb2_grpc,
+)
 
 __all__ = [
     "AlreadyExistsError",
     "AsyncClient",
     "AsyncStream",
+    "AsyncWatchStream",
     "CancelledError",
     "Client",
     "DeadlineExceededError",
@@ -65,6 +75,7 @@ __all__ = [
     "Stream",
     "UnauthenticatedError",
     "UnavailableError",
+    "WatchStream",
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -179,7 +190,7 @@ class Stream(Iterator[generate_pb2.StreamGenerateResponse]):
         self.cancel()
 
 
-class Client:
+class Client(TrainMethods):
     """A blocking client. `timeout` (seconds) is every call's default deadline; each method
     takes its own `timeout` too. `api_key` is sent as `authorization: Bearer <key>`."""
 
@@ -196,6 +207,7 @@ class Client:
                                                options=self._s.options)
         self.generate_stub = generate_pb2_grpc.GenerateServiceStub(self.channel)
         self.admin_stub = model_admin_pb2_grpc.ModelAdminServiceStub(self.channel)
+        self.train_stub = train_pb2_grpc.TrainServiceStub(self.channel)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
@@ -294,7 +306,7 @@ class AsyncStream(AsyncIterator[generate_pb2.StreamGenerateResponse]):
         self.cancel()
 
 
-class AsyncClient:
+class AsyncClient(AsyncTrainMethods):
     """The asyncio client: the same methods as `Client`, awaited; `stream()` returns an
     AsyncStream. Create and use it inside one running event loop."""
 
@@ -311,6 +323,7 @@ class AsyncClient:
                                                    options=self._s.options)
         self.generate_stub = generate_pb2_grpc.GenerateServiceStub(self.channel)
         self.admin_stub = model_admin_pb2_grpc.ModelAdminServiceStub(self.channel)
+        self.train_stub = train_pb2_grpc.TrainServiceStub(self.channel)
 
     async def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
