@@ -2,8 +2,8 @@
 
     GET    /v1/admin/models                       every model, in any state, and the default
     GET    /v1/admin/models/{name}                one model
-    POST   /v1/admin/models                       load: {"name", "path", "device", "dtype",
-                                                  "max_batch_size", "set_default"}
+    POST   /v1/admin/models                       load: {"name", "path" or "job_id", "device",
+                                                  "dtype", "max_batch_size", "set_default"}
     DELETE /v1/admin/models/{name}?cancel_inflight=true    unload
     POST   /v1/admin/models/{name}:setDefault     make a READY model the default
 
@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backend import Backend
 from gateway.completions import ERRORS
@@ -39,16 +39,23 @@ class LoadModelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    path: str = Field(description="checkpoint folder, HF folder or ckpt.pt under a model root")
+    path: str | None = Field(None, description="checkpoint folder, HF folder or ckpt.pt under "
+                                               "a model root")
+    job_id: str | None = Field(None, description="a training job whose checkpoint to load")
     device: str | None = Field(None, description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     dtype: str | None = Field(None, description="'auto', 'float32', 'bfloat16' or 'float16'")
     max_batch_size: Annotated[int, Field(ge=0, le=UINT32_MAX)] | None = None
     set_default: bool = False
 
+    @model_validator(mode="after")
+    def _one_source(self) -> LoadModelBody:
+        if (self.path is None) == (self.job_id is None):
+            raise ValueError("path: give either path or job_id")
+        return self
+
     def to_pb(self) -> model_admin_pb2.LoadModelRequest:
-        request = model_admin_pb2.LoadModelRequest(name=self.name, path=self.path,
-                                                   set_default=self.set_default)
-        for field in ("device", "dtype", "max_batch_size"):
+        request = model_admin_pb2.LoadModelRequest(name=self.name, set_default=self.set_default)
+        for field in ("path", "job_id", "device", "dtype", "max_batch_size"):
             value = getattr(self, field)
             if value is not None:
                 setattr(request, field, value)

@@ -6,6 +6,7 @@ to the gRPC services of a nanoLLM server. It holds no model.
 
 Routes: /v1/completions, /v1/chat/completions, /v1/models[/{id}], /tokenize, /detokenize
 (gateway/completions.py, chat.py, models.py, tokenize.py); /v1/admin/models... (admin.py);
+/v1/train/jobs... (jobs.py);
 /health, /ready, /metrics; OpenAPI docs at /docs (assets served locally: no CDN); the web UI's
 files under /static, its page at /.
 """
@@ -23,7 +24,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from gateway import admin, chat, completions, health, metrics, models, tokenize
+from gateway import admin, chat, completions, health, jobs, metrics, models, tokenize
 from gateway.backend import Backend, BackendSettings
 from gateway.errors import install_handlers
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
@@ -56,7 +57,7 @@ def create_app(settings: GatewaySettings, gateway_metrics: GatewayMetrics | None
     app.state.settings = settings
     app.state.metrics = gateway_metrics or GatewayMetrics()
     install_handlers(app)
-    for module in (completions, chat, models, tokenize, admin, health, metrics):
+    for module in (completions, chat, models, tokenize, admin, jobs, health, metrics):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

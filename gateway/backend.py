@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nanollm.client import AsyncClient
 from nanollm.client_errors import from_rpc_error
-from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2_grpc
+from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2_grpc, train_pb2_grpc
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ class Backend:
         channel = self._client.channel
         self.generate: generate_pb2_grpc.GenerateServiceStub = self._client.generate_stub
         self.admin: model_admin_pb2_grpc.ModelAdminServiceStub = self._client.admin_stub
+        self.train = train_pb2_grpc.TrainServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
     def call_options(self, request: Request) -> dict[str, Any]:

@@ -8,7 +8,7 @@
 | INVALID_ARGUMENT     | 400  | invalid_request_error   | null                |
 | UNAUTHENTICATED      | 401  | authentication_error    | invalid_api_key     |
 | PERMISSION_DENIED    | 403  | permission_error        | permission_denied   |
-| NOT_FOUND            | 404  | invalid_request_error   | model_not_found     |
+| NOT_FOUND            | 404  | invalid_request_error   | model_not_found (*) |
 | ALREADY_EXISTS       | 409  | invalid_request_error   | already_exists      |
 | FAILED_PRECONDITION  | 409  | invalid_request_error   | failed_precondition |
 | RESOURCE_EXHAUSTED   | 429  | rate_limit_error        | rate_limit_exceeded |
@@ -17,6 +17,7 @@
 | DEADLINE_EXCEEDED    | 504  | timeout                 | timeout             |
 | anything else        | 500  | server_error            | internal_error      |
 
+(*) job_not_found on the training job routes.
 A 429 carries `Retry-After` (whole seconds, rounded up) from the status's google.rpc.RetryInfo.
 `param` is the first bad field, named as in the OpenAI request (`sampling.top_p` -> `top_p`).
 A stream that fails after its first chunk ends with one `data: {"error": ...}` frame and then
@@ -96,9 +97,11 @@ def error_body(status: grpc.StatusCode, message: str, param: str | None
     return kind, body
 
 
-def from_grpc(err: NanoLLMError, renames: Renames | None = None
-              ) -> tuple[int, dict[str, object], dict[str, str]]:
-    """(HTTP status, OpenAI error body, headers) for a failed gRPC call."""
+def from_grpc(err: NanoLLMError, renames: Renames | None = None,
+              not_found: str = "model_not_found") -> tuple[int, dict[str, object],
+                                                           dict[str, str]]:
+    """(HTTP status, OpenAI error body, headers) for a failed gRPC call; `not_found` is the
+    code of a NOT_FOUND (what the route looks up)."""
     violations = err.field_violations
     param = openai_param(violations[0].field, renames) if violations else None
     if violations:
@@ -107,6 +110,8 @@ def from_grpc(err: NanoLLMError, renames: Renames | None = None
     else:
         message = err.message or err.code.name
     kind, body = error_body(err.code, message, param)
+    if err.code == grpc.StatusCode.NOT_FOUND:
+        body["error"]["code"] = not_found  # type: ignore[index]
     headers = {}
     if kind.status == 429:
         delay = err.retry_delay
@@ -116,8 +121,9 @@ def from_grpc(err: NanoLLMError, renames: Renames | None = None
     return kind.status, body, headers
 
 
-def grpc_error_response(err: NanoLLMError, renames: Renames | None = None) -> JSONResponse:
-    status, body, headers = from_grpc(err, renames)
+def grpc_error_response(err: NanoLLMError, renames: Renames | None = None,
+                        not_found: str = "model_not_found") -> JSONResponse:
+    status, body, headers = from_grpc(err, renames, not_found)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

@@ -33,14 +33,14 @@ def frame(data: str) -> bytes:
     return b"data: " + data.encode("utf-8") + b"\n\n"
 
 
-async def openai_events(chunks: AsyncIterator[str], renames: Mapping[str, str] | None = None
-                        ) -> AsyncIterator[bytes]:
+async def openai_events(chunks: AsyncIterator[str], renames: Mapping[str, str] | None = None,
+                        not_found: str = "model_not_found") -> AsyncIterator[bytes]:
     """Each JSON chunk as an event, then [DONE]; a gRPC error becomes one error event."""
     try:
         async for chunk in chunks:
             yield frame(chunk)
     except NanoLLMError as err:
-        _, body, _ = from_grpc(err, renames)
+        _, body, _ = from_grpc(err, renames, not_found)
         log.info("stream ended by %s: %s", err.code.name, err.message)
         yield frame(json.dumps(body))
     finally:
