@@ -133,7 +133,7 @@ def validate_spec(spec: train_pb2.JobSpec, limits: SpecLimits, rules: SpecRules,
         bad.append(("spec.device", str(exc)))
     train["device"] = device
     accumulation = train.get("gradient_accumulation_steps", 1)
-    if ranks > 1 and accumulation % ranks:
+    if 1 < ranks <= MAX_RANKS and accumulation % ranks:
         bad.append(("spec.training.gradient_accumulation_steps",
                     f"is global and must be divisible by the number of ranks ({ranks}), got "
                     f"{accumulation}"))
@@ -282,7 +282,8 @@ def _data_source(data: train_pb2.DataSource, limits: SpecLimits, rules: SpecRule
     which = data.WhichOneof("source")
     if which == "path":
         try:
-            path = rules.resolve_path(data.path, limits.data_roots, "data", "spec.data.path")
+            path = rules.resolve_path(data.path, limits.data_roots, "dataset",
+                                      "spec.data.path")
             return DataPlan("path", path=str(path))
         except SpecError as exc:
             bad += exc.field_violations
