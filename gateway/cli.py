@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -119,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger(PROG).info("REST gateway on http://%s:%d (API docs at /docs), gRPC "
                                  "server %s", host, port, args.grpc_target)
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+    # uvicorn stops gracefully on SIGTERM/SIGINT, then raises the signal again with the handler
+    # found at start: these no-ops make that a normal exit (code 0, as gpt-server's).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     return 0
 
