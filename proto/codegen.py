@@ -25,7 +25,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 DESCRIPTOR_SET = Path("build/nanollm.pb")
+# Added to the descriptor set only: the google.rpc error types (their Python code is a package).
+ERROR_DETAIL_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 PACKAGE_DOC = '"""Code generated from proto/ by `make proto`; do not edit."""\n'
+
+
+def googleapis_common_root() -> Path:
+    """The folder holding google/rpc/*.proto of the googleapis-common-protos package."""
+    from google.rpc import status_pb2
+
+    return Path(status_pb2.__file__).resolve().parents[2]
 
 
 class ProtocError(RuntimeError):
@@ -49,7 +58,11 @@ def run_protoc(root: Path, out_dir: Path, descriptor_set: Path | None = None) ->
     ]
     if descriptor_set is not None:
         descriptor_set.parent.mkdir(parents=True, exist_ok=True)
-        args += ["--include_imports", f"--descriptor_set_out={descriptor_set}"]
+        args += ["--include_imports", f"--descriptor_set_out={descriptor_set}",
+                 f"-I{googleapis_common_root()}"]
+        # Envoy turns an error's google.rpc.Status into a JSON body only when the set holds
+        # the types of its details (BadRequest, RetryInfo).
+        files = [*files, *map(Path, ERROR_DETAIL_PROTOS)]
     # protoc names generated files after the paths it is given, so pass them relative to -I;
     # running in root makes its diagnostics name proto/... paths.
     result = subprocess.run([*args, *map(str, files)], cwd=root, capture_output=True, text=True)
