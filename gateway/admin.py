@@ -11,7 +11,8 @@ The paths are those of the contract's google.api.http annotations (so Envoy's tr
 exposes the same ones) and the bodies are the contract's messages in protobuf's JSON mapping
 with the proto field names (`source_path`, `is_default`; enums by name such as
 "MODEL_STATE_READY"). With API keys configured these need the admin key. Errors are OpenAI
-error bodies (gateway/errors.py).
+error bodies (gateway/errors.py). A change, once asked for, completes even if the browser
+leaves before the answer (reloading the page does not abort a load).
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ async def get_model(name: str, request: Request) -> JSONResponse:
              summary="Load a model; answers once it is READY")
 async def load_model(body: LoadModelBody, request: Request) -> JSONResponse:
     backend: Backend = request.app.state.backend
-    return as_json(await backend.unary(request, backend.admin.LoadModel, body.to_pb()))
+    return as_json(await backend.call(request, backend.admin.LoadModel, body.to_pb()))
 
 
 @router.delete("/models/{name}", responses=ADMIN_ERRORS,
@@ -94,12 +95,12 @@ async def unload_model(name: str, request: Request, cancel_inflight: bool = Fals
                        ) -> JSONResponse:
     backend: Backend = request.app.state.backend
     message = model_admin_pb2.UnloadModelRequest(name=name, cancel_inflight=cancel_inflight)
-    return as_json(await backend.unary(request, backend.admin.UnloadModel, message))
+    return as_json(await backend.call(request, backend.admin.UnloadModel, message))
 
 
 @router.post("/models/{name}:setDefault", responses=ADMIN_ERRORS,
              summary="Make a READY model the default")
 async def set_default_model(name: str, request: Request) -> JSONResponse:
     backend: Backend = request.app.state.backend
-    return as_json(await backend.unary(request, backend.admin.SetDefaultModel,
+    return as_json(await backend.call(request, backend.admin.SetDefaultModel,
                                        model_admin_pb2.SetDefaultModelRequest(name=name)))

@@ -75,7 +75,8 @@ class Backend:
         return await self.until_disconnect(request, self._await(call), call.cancel)
 
     async def call(self, request: Request, method: Callable[..., Any], message: Any) -> Any:
-        """A short unary RPC inside a response that watches the client itself (a stream)."""
+        """A unary RPC that runs to its end whoever waits: a change of state (load a model,
+        start a job), or a short call inside a stream, which watches the client itself."""
         return await self._await(method(message, **self.call_options(request)))
 
     def stream(self, request: Request, message: generate_pb2.StreamGenerateRequest

@@ -48,10 +48,11 @@ SPEC_EXAMPLE = {"spec": {
 
 
 async def call(request: Request, method: Callable[..., Any], message: Message) -> JSONResponse:
-    """A unary TrainService call as JSON, or its error (a missing job is `job_not_found`)."""
+    """A unary TrainService call as JSON, or its error (a missing job is `job_not_found`). It
+    completes even if the client leaves first: a job started or cancelled is not undone."""
     backend: Backend = request.app.state.backend
     try:
-        return as_json(await backend.unary(request, method, message))
+        return as_json(await backend.call(request, method, message))
     except NanoLLMError as err:
         return grpc_error_response(err, not_found=NOT_FOUND)
 

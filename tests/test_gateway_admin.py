@@ -5,6 +5,8 @@ text file, follow its events over SSE, load its model by job id, cancel, resume,
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,3 +159,21 @@ def test_job_errors_cancel_resume_delete(stack: Stack) -> None:
     deleted = stack.http.delete(f"/v1/train/jobs/{job_id}")
     assert deleted.json() == {"job_id": job_id}
     assert error_of(stack.http.get(f"/v1/train/jobs/{job_id}"))[:2] == (404, "job_not_found")
+
+
+def test_load_completes_when_the_client_leaves(stack: Stack) -> None:
+    tiny_byte_checkpoint(stack.root / "third", seed=2)
+    body = json.dumps({"name": "third", "path": "third"}).encode()
+    url = httpx2.URL(str(stack.http.base_url))
+    with socket.create_connection((url.host, url.port)) as sock:
+        sock.sendall(b"POST /v1/admin/models HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: " + str(len(body)).encode() +
+                     b"\r\n\r\n" + body)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = stack.http.get("/v1/admin/models/third")
+        if model.status_code == 200 and model.json()["model"]["state"] == "MODEL_STATE_READY":
+            break
+        time.sleep(0.05)
+    assert model.json()["model"]["state"] == "MODEL_STATE_READY"
+    stack.http.delete("/v1/admin/models/third")
