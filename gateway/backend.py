@@ -63,11 +63,12 @@ class Backend:
         self.train = train_pb2_grpc.TrainServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
-    def call_options(self, request: Request) -> dict[str, Any]:
-        """The caller's key as gRPC metadata, and the configured deadline."""
+    def call_options(self, request: Request, deadline: bool = True) -> dict[str, Any]:
+        """The caller's key as gRPC metadata, and the configured deadline (unless `deadline`
+        is False: a watch lasts as long as its job)."""
         auth = request.headers.get("authorization")
         metadata = (("authorization", auth),) if auth else ()
-        return {"metadata": metadata, "timeout": self.settings.timeout}
+        return {"metadata": metadata, "timeout": self.settings.timeout if deadline else None}
 
     async def unary(self, request: Request, method: Callable[..., Any], message: Any) -> Any:
         """Call a unary RPC; NanoLLMError on a status, ClientDisconnected if the client left."""

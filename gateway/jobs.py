@@ -109,7 +109,7 @@ async def watch_job(job_id: str, request: Request, exclude_logs: bool = False) -
     backend: Backend = request.app.state.backend
     call = backend.train.WatchJob(train_pb2.WatchJobRequest(job_id=job_id,
                                                             exclude_logs=exclude_logs),
-                                  **backend.call_options(request))
+                                  **backend.call_options(request, deadline=False))
     # The snapshot comes first: an unknown job is a 404, not an empty 200 stream.
     try:
         first = await backend.until_disconnect(request, _read(call), call.cancel)
