@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backend import Backend
-from gateway.completions import ERRORS
+from gateway.errors import ERRORS
 from gateway.openai_models import UINT32_MAX
 from nanollm.v1 import model_admin_pb2
 

@@ -31,8 +31,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.backend import Backend
-from gateway.completions import ERRORS
-from gateway.errors import GatewayError, grpc_error_response
+from gateway.errors import ERRORS, GatewayError, grpc_error_response
 from gateway.generation import Generation, Stream, TokenTexts, finish_reason, usage_of
 from gateway.openai_models import (
     AssistantMessage,
@@ -70,7 +69,7 @@ def token_logprobs(tokens: list[str], logprobs: Sequence[float]) -> ChoiceLogpro
         for t, lp in zip(tokens, logprobs, strict=True)])
 
 
-@router.post("/v1/chat/completions", response_model=ChatCompletion,  # type: ignore[arg-type]
+@router.post("/v1/chat/completions", response_model=ChatCompletion,
              responses=ERRORS,
              summary="Create a chat completion (OpenAI-compatible; `stream` gives server-sent "
                      "events)")

@@ -16,20 +16,17 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.backend import Backend
+from gateway.errors import ERRORS
 from gateway.generation import Generation, Stream, TokenTexts, finish_reason, usage_of
 from gateway.openai_models import (
     Completion,
     CompletionChoice,
     CompletionLogprobs,
     CompletionRequest,
-    ErrorResponse,
 )
 from gateway.sse import EventStreamResponse, openai_events
 
 router = APIRouter(tags=["OpenAI"])
-
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429, 503, 504)}
-
 
 def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
                         ) -> CompletionLogprobs:
@@ -42,7 +39,7 @@ def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
                                                                      strict=True)])
 
 
-@router.post("/v1/completions", response_model=Completion, responses=ERRORS,  # type: ignore[arg-type]
+@router.post("/v1/completions", response_model=Completion, responses=ERRORS,
              summary="Create a completion (OpenAI-compatible; `stream` gives server-sent events)")
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     backend: Backend = request.app.state.backend

@@ -30,6 +30,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
@@ -37,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from gateway.openai_models import ErrorResponse
 from nanollm.client_errors import NanoLLMError
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,9 @@ STATUS_MAP: dict[grpc.StatusCode, HttpError] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: HttpError(504, "timeout", "timeout"),
 }
 INTERNAL = HttpError(500, "server_error", "internal_error")
+# The error answers a route documents in the OpenAPI schema.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 429, 503, 504)}
 
 # Contract fields that no REST request field stands for.
 UNNAMED = ("sampling", "request_id")
@@ -88,12 +93,14 @@ def openai_param(field: str, renames: Renames | None = None) -> str | None:
     return (renames or {}).get(head, head)
 
 
-def error_body(status: grpc.StatusCode, message: str, param: str | None
-               ) -> tuple[HttpError, dict[str, object]]:
+def error_body(status: grpc.StatusCode, message: str, param: str | None,
+               code: str | None = None) -> tuple[HttpError, dict[str, object]]:
+    """The HTTP error for a status, and its OpenAI body (`code` overrides the table's)."""
     kind = STATUS_MAP.get(status, INTERNAL)
     if kind is INTERNAL:
         message = "internal error in the model server"  # the details are in the server's log
-    body = {"error": {"message": message, "type": kind.type, "param": param, "code": kind.code}}
+    body = {"error": {"message": message, "type": kind.type, "param": param,
+                      "code": code or kind.code}}
     return kind, body
 
 
@@ -109,9 +116,8 @@ def from_grpc(err: NanoLLMError, renames: Renames | None = None,
                             for v in violations)
     else:
         message = err.message or err.code.name
-    kind, body = error_body(err.code, message, param)
-    if err.code == grpc.StatusCode.NOT_FOUND:
-        body["error"]["code"] = not_found  # type: ignore[index]
+    kind, body = error_body(err.code, message, param,
+                            not_found if err.code == grpc.StatusCode.NOT_FOUND else None)
     headers = {}
     if kind.status == 429:
         delay = err.retry_delay
@@ -148,7 +154,7 @@ def _validation_message(error: dict[str, object]) -> tuple[str | None, str]:
     kind = error.get("type")
     if kind == "json_invalid":
         return None, "the request body is not valid JSON"
-    loc = list(error.get("loc", ()))[1:]  # type: ignore[call-overload]  # drop "body"
+    loc = list(error.get("loc") or ())[1:]  # type: ignore[call-overload]  # drop "body"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         message = "unrecognized request argument"
@@ -192,8 +198,7 @@ def install_handlers(app: FastAPI) -> None:
 
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        kind = {404: "invalid_request_error", 405: "invalid_request_error"}.get(
-            exc.status_code, "invalid_request_error" if exc.status_code < 500 else "server_error")
+        kind = "invalid_request_error" if exc.status_code < 500 else "server_error"
         body = {"error": {"message": str(exc.detail), "type": kind, "param": None,
                           "code": None}}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

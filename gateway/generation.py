@@ -28,7 +28,7 @@ from gateway.openai_models import Usage
 from nanollm.client_errors import NanoLLMError, from_rpc_error
 from nanollm.v1 import generate_pb2
 
-FINISH_REASONS = {
+FINISH_REASONS: dict[int, str | None] = {
     generate_pb2.FINISH_REASON_UNSPECIFIED: None,
     generate_pb2.FINISH_REASON_STOP: "stop",
     generate_pb2.FINISH_REASON_LENGTH: "length",
@@ -38,7 +38,7 @@ FINISH_REASONS = {
 
 
 def finish_reason(value: int) -> str | None:
-    return FINISH_REASONS.get(value)  # type: ignore[call-overload, no-any-return]
+    return FINISH_REASONS.get(value)
 
 
 def usage_of(usages: list[generate_pb2.Usage]) -> Usage:

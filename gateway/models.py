@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.backend import Backend
-from gateway.completions import ERRORS
+from gateway.errors import ERRORS
 from gateway.openai_models import ModelCard, ModelList
 from nanollm.v1 import model_admin_pb2
 
@@ -22,7 +22,7 @@ def model_card(model: model_admin_pb2.Model) -> ModelCard:
                      max_model_len=model.block_size)
 
 
-@router.get("/v1/models", response_model=ModelList, responses=ERRORS,  # type: ignore[arg-type]
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS,
             summary="List the models that serve requests")
 async def list_models(request: Request) -> Response:
     backend: Backend = request.app.state.backend
@@ -32,7 +32,7 @@ async def list_models(request: Request) -> Response:
     return Response(ModelList(data=cards).model_dump_json(), media_type="application/json")
 
 
-@router.get("/v1/models/{model_id}", response_model=ModelCard,  # type: ignore[arg-type]
+@router.get("/v1/models/{model_id}", response_model=ModelCard,
             responses=ERRORS, summary="Describe one model")
 async def get_model(model_id: str, request: Request) -> Response:
     backend: Backend = request.app.state.backend

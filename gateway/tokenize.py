@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.backend import Backend
 from gateway.chat import render_chat
-from gateway.completions import ERRORS
-from gateway.errors import grpc_error_response
+from gateway.errors import ERRORS, grpc_error_response
 from gateway.openai_models import UINT32_MAX, ChatMessage
 from nanollm.client_errors import NanoLLMError
 from nanollm.v1 import generate_pb2
@@ -65,7 +64,7 @@ class DetokenizeResponse(BaseModel):
     prompt: str
 
 
-@router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS,  # type: ignore[arg-type]
+@router.post("/tokenize", response_model=TokenizeResponse, responses=ERRORS,
              summary="Split a prompt (or a chat's messages) into the model's tokens")
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     backend: Backend = request.app.state.backend
@@ -80,7 +79,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-@router.post("/detokenize", response_model=DetokenizeResponse,  # type: ignore[arg-type]
+@router.post("/detokenize", response_model=DetokenizeResponse,
              responses=ERRORS, summary="Turn token ids back into text")
 async def detokenize(body: DetokenizeRequest, request: Request) -> Response:
     backend: Backend = request.app.state.backend
