@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -46,11 +47,13 @@ def tiny_byte_checkpoint(folder: Path, block_size: int = 64, seed: int = 0) -> P
 
 
 def server_config(checkpoint: Path, tmp_path: Path, **overrides: Any) -> ServerConfig:
-    """Loopback, any free port, CPU fp32, no metrics port, models under tmp_path."""
+    """Loopback, any free port, CPU fp32, no metrics port, models under tmp_path, a jobs root
+    of its own (a server locks its jobs root)."""
     args: dict[str, Any] = dict(
         checkpoint=str(checkpoint), grpc_port=0, metrics_port=-1, device="cpu",
         dtype="float32", model_roots=[str(tmp_path)], log_dir=str(tmp_path / "logs"),
-        max_batch_size=16, max_queue=64)
+        jobs_root=tempfile.mkdtemp(prefix="jobs-", dir=tmp_path), max_batch_size=16,
+        max_queue=64)
     args.update(overrides)
     return ServerConfig(**args)
 

@@ -122,7 +122,8 @@ def test_reflection_lets_grpcurl_list_describe_and_call_without_proto_files(
     target = open_srv.target
     services = grpcurl("-plaintext", target, "list").stdout.split()
     assert services == ["grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                        "nanollm.v1.GenerateService", "nanollm.v1.ModelAdminService"]
+                        "nanollm.v1.GenerateService", "nanollm.v1.ModelAdminService",
+                        "nanollm.v1.TrainService"]
     described = grpcurl("-plaintext", target, "describe", "nanollm.v1.GenerateService").stdout
     assert ("rpc StreamGenerate ( .nanollm.v1.StreamGenerateRequest ) returns "
             "( stream .nanollm.v1.StreamGenerateResponse )") in described
