@@ -65,14 +65,19 @@ bench-train: install  ## training tokens/s and MFU vs a transformers loop
 bench-serve: install  ## gRPC serving: TTFT/ITL/E2E, throughput, vs concurrency 1, HF and in-process
 	$(BIN)/python bench/serve.py
 
-# System tools some tests start for real (the Prometheus server of tests/test_prometheus.py).
-# Those tests skip without them on a developer machine; .ci/run installs them.
-test-deps:  ## install Debian prometheus for the metrics scrape test (root or sudo)
-	@command -v prometheus >/dev/null || { \
+# System tools some tests start for real: the Prometheus server of tests/test_prometheus.py and
+# the Chromium that tests/test_ui_*.py drive with Playwright (never `playwright install`: it
+# downloads a browser). Those tests skip without them on a developer machine; .ci/run installs them.
+CHROMIUM := /usr/bin/chromium
+test-deps:  ## install Debian prometheus and chromium for the scrape and browser tests (root or sudo)
+	@missing=; command -v prometheus >/dev/null || missing=prometheus; \
+	  [ -x $(CHROMIUM) ] || missing="$$missing chromium"; \
+	  [ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
 	@prometheus --version 2>&1 | head -1
+	@$(CHROMIUM) --version
 
 # The shipped demo model: trains into out/demo (a fresh run each time), then copies the final
 # weights and config into the package. config/train_demo.yaml holds every setting.

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
-from gateway import admin, chat, completions, health, jobs, metrics, models, tokenize
+from gateway import admin, chat, completions, health, jobs, metrics, models, tokenize, ui
 from gateway.backend import Backend, BackendSettings
 from gateway.errors import install_handlers
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
@@ -57,7 +57,7 @@ def create_app(settings: GatewaySettings, gateway_metrics: GatewayMetrics | None
     app.state.settings = settings
     app.state.metrics = gateway_metrics or GatewayMetrics()
     install_handlers(app)
-    for module in (completions, chat, models, tokenize, admin, jobs, health, metrics):
+    for module in (completions, chat, models, tokenize, admin, jobs, health, metrics, ui):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
