@@ -1,18 +1,22 @@
 """The real Envoy with gateway/envoy/balancer.yaml in front of two real gpt-server replicas:
-both serve traffic; one is killed and requests keep succeeding on the other."""
+both serve traffic; one is killed and requests keep succeeding on the other. A transcoder Envoy
+chained in front of the balancer (the pod of docs/kubernetes/envoy.yaml) serves JSON all along."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
-from envoy_harness import ANY_PORT, ENVOY, Envoy, GptServer
-from server_harness import greedy, stream_request, tiny_byte_checkpoint, wait_for
+from envoy_harness import ANY_PORT, ENVOY, Envoy, GptServer, descriptor_set
+from server_harness import greedy, rpc_error, stream_request, tiny_byte_checkpoint, wait_for
 
-from gateway.envoy.render import balancer_config
-from nanollm.v1 import generate_pb2, generate_pb2_grpc
+from gateway.envoy.render import Address, balancer_config, transcoder_config
+from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2, model_admin_pb2_grpc
 
 pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy is not installed: make install")
 
@@ -31,14 +35,23 @@ def replicas(tmp_path: Path) -> Iterator[tuple[GptServer, GptServer]]:
         b.close()
 
 
+def json_generate(transcoder: Envoy) -> list[int]:
+    request = urllib.request.Request(
+        transcoder.url + "/v1/generate", headers={"content-type": "application/json"},
+        data=json.dumps({"prompt": "ROMEO:", "sampling": {
+            "max_tokens": 8, "temperature": 0, "stop_at_eos": False}}).encode())
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["choices"][0]["token_ids"]
+
+
 def test_both_replicas_serve_and_requests_survive_killing_one(
         replicas: tuple[GptServer, GptServer], tmp_path: Path) -> None:
     a, b = replicas
     config = balancer_config([a.address, b.address], ANY_PORT, ANY_PORT, HEALTH_INTERVAL)
     hosts = (f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}")
-    with Envoy(config, tmp_path / "envoy", "balancer") as envoy, \
-            grpc.insecure_channel(envoy.target) as channel:
-        wait_for(lambda: envoy.host_health() == dict.fromkeys(hosts, "healthy"), 20,
+    with Envoy(config, tmp_path / "balancer", "balancer") as balancer, \
+            grpc.insecure_channel(balancer.target) as channel:
+        wait_for(lambda: balancer.host_health() == dict.fromkeys(hosts, "healthy"), 20,
                  "both replicas to pass Envoy's gRPC health check")
         stub = generate_pb2_grpc.GenerateServiceStub(channel)
         expected = list(stub.Generate(greedy("ROMEO:", 8), timeout=30).choices[0].token_ids)
@@ -55,15 +68,40 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
         streamed = list(stub.StreamGenerate(stream_request("ROMEO:", 8), timeout=30))
         assert [i for m in streamed for i in m.token_ids] == expected
         assert streamed[-1].finish_reason == generate_pb2.FINISH_REASON_LENGTH
+        # A model loaded through the balancer would exist on one replica only.
+        admin = model_admin_pb2_grpc.ModelAdminServiceStub(channel)
+        err = rpc_error(lambda: admin.ListModels(model_admin_pb2.ListModelsRequest(), timeout=5))
+        assert (err.code(), err.details()) == (
+            grpc.StatusCode.UNIMPLEMENTED, "the balancer serves GenerateService only: call "
+            "ModelAdminService and TrainService on each replica's own address")
 
-        a.proc.kill()  # no drain: the replica vanishes with its connections
-        a.proc.wait(10)
-        for _ in range(10):  # at once: retries move requests that hit the dead replica
-            generate_ok()
-        wait_for(lambda: envoy.host_health()[hosts[0]] != "healthy", 10,
-                 "Envoy's health check to mark the killed replica")
-        for _ in range(10):
-            generate_ok()
-        wait_for(lambda: (a.requests_served(), b.requests_served()) == (5, 5 + 20), 5,
-                 "the other replica to log the twenty requests")
-        assert envoy.host_health()[hosts[1]] == "healthy"
+        rest = transcoder_config([Address("127.0.0.1", balancer.port)], ANY_PORT, ANY_PORT,
+                                 descriptor_set(tmp_path / "proto" / "nanollm.pb"))
+        with Envoy(rest, tmp_path / "transcoder", "transcoder") as transcoder:
+            assert json_generate(transcoder) == expected
+            try:
+                urllib.request.urlopen(transcoder.url + "/v1/admin/models", timeout=10)
+            except urllib.error.HTTPError as refused:
+                assert (refused.code, json.loads(refused.read())["code"]) == (501, 12)
+            else:
+                raise AssertionError("the balancer let an admin call through")
+
+            a.proc.kill()  # no drain: the replica vanishes with its connections
+            a.proc.wait(10)
+            for _ in range(10):  # at once: retries move requests that hit the dead replica
+                generate_ok()
+            assert json_generate(transcoder) == expected
+            wait_for(lambda: balancer.host_health()[hosts[0]] != "healthy", 10,
+                     "Envoy's health check to mark the killed replica")
+            for _ in range(10):
+                generate_ok()
+            # 5 + 1 JSON before the kill, 20 + 1 JSON after it.
+            wait_for(lambda: (a.requests_served(), b.requests_served()) in ((5, 27), (6, 26)),
+                     5, "the other replica to log every request after the kill")
+            assert balancer.host_health()[hosts[1]] == "healthy"
+
+        b.proc.kill()
+        wait_for(lambda: balancer.host_health()[hosts[1]] != "healthy", 10,
+                 "Envoy's health check to mark the second killed replica")
+        err = rpc_error(lambda: stub.Generate(greedy("ROMEO:", 8), timeout=30))
+        assert (err.code(), err.details()) == (grpc.StatusCode.UNAVAILABLE, "no healthy upstream")

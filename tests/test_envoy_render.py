@@ -61,6 +61,13 @@ def test_rendered_transcoder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     transcoder = manager["typed_config"]["http_filters"][0]["typed_config"]
     assert transcoder["proto_descriptor"] == str(pb.resolve())
     assert validate(out, Path("/")) == f"configuration '{out}' OK"
+    # In a container Envoy reads the set from where it is mounted, not from where it was built.
+    assert main(["transcoder", "--descriptor-set", str(pb), "--descriptor-set-in-envoy",
+                 "/etc/envoy/nanollm.pb", "-o", str(out)]) == 0
+    config = yaml.safe_load(out.read_text())
+    manager = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    transcoder = manager["typed_config"]["http_filters"][0]["typed_config"]
+    assert transcoder["proto_descriptor"] == "/etc/envoy/nanollm.pb"
 
 
 def test_rendered_balancer(tmp_path: Path) -> None:

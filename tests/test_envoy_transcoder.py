@@ -76,6 +76,11 @@ def test_json_generate_returns_the_tokens_of_a_direct_grpc_call(
     assert reply["usage"] == {"prompt_tokens": 6, "completion_tokens": N_TOKENS,
                               "total_tokens": 6 + N_TOKENS}
     assert reply["model"] == "gpt"
+    # protobuf's JSON mapping: lowerCamelCase names are accepted too
+    camel = {"prompt": PROMPT, "sampling": {"maxTokens": N_TOKENS, "temperature": 0,
+                                            "stopAtEos": False}}
+    status, _, body = http(envoy, "/v1/generate", camel)
+    assert (status, json.loads(body)["choices"][0]["token_ids"]) == (200, choice["token_ids"])
 
 
 def test_stream_generate_comes_back_as_server_sent_events(
@@ -165,3 +170,18 @@ def test_tokenize_as_json_and_native_grpc_on_the_same_port(
                               metadata=[("authorization", f"Bearer {USER}")])
     assert (list(reply.choices[0].token_ids), reply.choices[0].text) == direct_greedy(server)
 
+
+
+def test_a_stream_cut_short_ends_without_a_finish_reason(stack: tuple[GptServer, Envoy]) -> None:
+    """HTTP/1.1 cannot carry the gRPC status of a stream that already began: the SSE stream
+    just ends, and its last message has no finish_reason (docs/deployment.md says so)."""
+    envoy = stack[1]
+    request = urllib.request.Request(
+        envoy.url + "/v1/generate:stream", method="POST",
+        data=json.dumps({"prompt": PROMPT, "sampling": {"max_tokens": 4000}}).encode(),
+        headers={"authorization": f"Bearer {USER}", "grpc-timeout": "300m"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        status, body = response.status, response.read().decode()
+    messages = [json.loads(f.removeprefix("data: ")) for f in body.split("\n\n") if f]
+    assert status == 200 and 0 < len(messages) < 4000
+    assert {m["finish_reason"] for m in messages} == {"FINISH_REASON_UNSPECIFIED"}

@@ -83,15 +83,16 @@ def _http_filter(config: Config, name: str) -> Config:
 
 
 def transcoder_config(upstreams: Sequence[Address], listen: Address, admin: Address,
-                      descriptor_set: Path) -> Config:
-    """transcoder.yaml with these addresses; the descriptor set path made absolute (Envoy reads
-    it relative to its own working folder)."""
+                      descriptor_set: Path, envoy_path: str | None = None) -> Config:
+    """transcoder.yaml with these addresses. Envoy reads the descriptor set from envoy_path
+    (where a container mounts it), by default from descriptor_set made absolute (Envoy would
+    read a relative path from its own working folder)."""
     if not descriptor_set.is_file():
         raise RenderError(f"descriptor set {descriptor_set} does not exist: run make proto")
     config = copy.deepcopy(load_template("transcoder"))
     _set_common(config, listen, admin, upstreams)
     transcoder = _http_filter(config, "envoy.filters.http.grpc_json_transcoder")
-    transcoder["typed_config"]["proto_descriptor"] = str(descriptor_set.resolve())
+    transcoder["typed_config"]["proto_descriptor"] = envoy_path or str(descriptor_set.resolve())
     return config
 
 
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Envoy's admin interface (default %(default)s)")
     rest.add_argument("--descriptor-set", default=DEFAULT_DESCRIPTOR_SET, metavar="PATH",
                       help="protobuf descriptor set from make proto (default %(default)s)")
+    rest.add_argument("--descriptor-set-in-envoy", metavar="PATH",
+                      help="where Envoy will read the descriptor set, when that differs (a "
+                           "container's mount; default: --descriptor-set, made absolute)")
     grpc = kinds.add_parser("balancer", help="gRPC over several replicas, health-checked")
     grpc.add_argument("--replica", action="append", default=[], metavar="HOST:PORT",
                       help="gpt-server gRPC address (repeatable; default 127.0.0.1:50051 "
@@ -165,7 +169,8 @@ def render(argv: Sequence[str] | None = None) -> tuple[str, Config, Path]:
     admin = Address.parse(args.admin, "--admin", allow_any_port=True)
     if args.kind == "transcoder":
         upstreams = [Address.parse(a, "--upstream") for a in args.upstream or ["127.0.0.1:50051"]]
-        config = transcoder_config(upstreams, listen, admin, Path(args.descriptor_set))
+        config = transcoder_config(upstreams, listen, admin, Path(args.descriptor_set),
+                                   args.descriptor_set_in_envoy)
     else:
         replicas = [Address.parse(a, "--replica")
                     for a in args.replica or ["127.0.0.1:50051", "127.0.0.1:50052"]]
