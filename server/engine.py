@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from nanollm.batch import DecodeBatch, StepOutput
 from nanollm.model import GPT
 from nanollm.sampling import row_seed
-from nanollm.sequence import Completion, SequenceState
+from nanollm.sequence import SequenceState
 from nanollm.tokenizer import Tokenizer
 from server.errors import (
     CancelledError,
@@ -41,6 +41,7 @@ from server.errors import (
     ServerError,
     UnavailableError,
 )
+from server.events import DoneEvent, Event, Timings, TokenEvent
 from server.metrics import ServerMetrics
 from server.validation import GenerationRequest
 
@@ -55,39 +56,6 @@ class EngineSettings:
     max_batch_size: int = 8  # sequences decoded together (slots of the KV cache)
     max_queue: int = 64  # requests waiting for slots before submit() refuses
     prefill_budget: int | None = 512  # prompt tokens computed per step (None: no limit)
-
-
-@dataclass
-class TokenEvent:
-    """One row's output of one step. token is None for a row that ended without sampling
-    (cancelled); `completion` is set on the last event of a choice."""
-
-    index: int  # which choice, 0 to n - 1
-    token: int | None
-    logprob: float | None
-    text: str  # text now safe to stream (maybe "")
-    finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the choice's last event
-    completion: Completion | None = None
-
-
-@dataclass
-class Timings:
-    queue_ms: float
-    prefill_ms: float
-    decode_ms: float
-    total_ms: float
-
-
-@dataclass
-class DoneEvent:
-    """The request's last event: every choice has ended. `error` is set when the server (not
-    the model) ended it: deadline, unload, shutdown, an engine fault."""
-
-    timings: Timings
-    error: ServerError | None = None
-
-
-Event = TokenEvent | DoneEvent
 
 
 @dataclass(eq=False)

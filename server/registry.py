@@ -29,7 +29,7 @@ from nanollm.checkpoint import CheckpointError
 from nanollm.config import ConfigError, GenerationConfig, ModelConfig
 from nanollm.loader import LoadedModel, ModelLoader, ModelNotFoundError
 from nanollm.v1 import model_admin_pb2
-from server.engine import DoneEvent, Engine, EngineSettings
+from server.engine import Engine, EngineSettings
 from server.errors import (
     AlreadyExistsError,
     CancelledError,
@@ -41,6 +41,7 @@ from server.errors import (
     ServerError,
     UnavailableError,
 )
+from server.events import DoneEvent
 from server.metrics import ServerMetrics
 from server.path_policy import relative_to_root, resolve_under
 from server.validation import GenerationRequest, LoadSpec, ModelLimits
