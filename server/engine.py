@@ -233,26 +233,25 @@ class Engine:
                 self._expire_waiting()
                 admitted = self._pop_admissible()
                 waiting = len(self._waiting)
-            for handle, error in cancels:
-                self._cancel_rows(handle, error)
-            self._expire_running()
-            for handle in admitted:
-                self._admit(handle)
-            if self._batch.num_active:
-                self._step()
+            try:
+                for handle, error in cancels:
+                    self._cancel_rows(handle, error)
+                self._expire_running()
+                for handle in admitted:
+                    self._admit(handle)
+                if self._batch.num_active:
+                    self._step()
+            except Exception:  # a fault of the engine (e.g. out of device memory), not a client's
+                log.exception("model %s: decode step failed; failing its %d running requests",
+                              self.name, len(self._running))
+                self._fail_running()
             self.metrics.set_waiting(self.name, waiting)
             self.metrics.set_running(self.name, self._batch.num_active)
             self.metrics.set_kv_usage(self.name, self._batch.cached_tokens / self._batch.capacity)
 
     def _step(self) -> None:
         self.metrics.batch_size(self.name, self._batch.num_active)
-        try:
-            outputs = self._batch.step()
-        except Exception:  # a fault of the engine (e.g. out of device memory), not of a client
-            log.exception("model %s: decode step failed; failing its %d running requests",
-                          self.name, len(self._running))
-            self._fail_running()
-            return
+        outputs = self._batch.step()
         self.steps += 1
         self._dispatch(outputs)
 

@@ -238,3 +238,19 @@ def test_default_model_can_change_and_go_away(srv: ServerThread, tmp_path: Path)
     assert srv.generate.Generate(named(greedy("hi", 2), "gpt")).model == "gpt"
     loaded = load(srv, "third", "second", set_default=True)
     assert loaded.is_default and srv.generate.Generate(greedy("hi", 2)).model == "third"
+
+
+def test_an_engine_fault_fails_its_requests_with_internal_and_the_engine_goes_on(
+        srv: ServerThread, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ckpt = load_checkpoint(tiny_byte_checkpoint(tmp_path / "broken"))
+    ckpt.state_dict["transformer.wte.weight"][3, 0] = float("nan")  # tied: NaN logits of 3
+    save_checkpoint(tmp_path / "broken", ckpt.state_dict, ckpt.config, tokenizer="byte")
+    load(srv, "broken", "broken")
+    with caplog.at_level("ERROR", logger="server.engine"):
+        err = rpc_error(lambda: srv.generate.Generate(named(greedy("hi", 4, temperature=1.0),
+                                                            "broken")))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.INTERNAL, "generation failed on the server; its log has the details")
+    assert any("decode step failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    # greedy decoding never samples, so NaN logits do not stop it: the engine still serves
+    assert len(srv.generate.Generate(named(greedy("hi", 4), "broken")).choices[0].token_ids) == 4
