@@ -45,7 +45,6 @@ from server.train_service import SPEC_RULES, TRAIN_SERVICE, TrainService
 from server.validation import LoadSpec
 from trainer.jobs.manager import JobManager, JobsSettings
 from trainer.jobs.spec import SpecLimits
-from trainer.jobs.store import JobsRootBusyError
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,7 @@ class NanoLLMServer:
                     self.config.metrics_host or self.config.host, self.config.metrics_port)
             except OSError as exc:
                 raise ConfigError(f"cannot serve metrics on {where}: {exc.strerror}") from exc
-        try:
-            await asyncio.to_thread(self.jobs.start)  # settles jobs a previous server left
-        except (JobsRootBusyError, OSError) as exc:
-            self.metrics.stop_http()
-            raise ConfigError(f"jobs root: {exc}") from exc
+        await asyncio.to_thread(self.jobs.start)  # settles jobs a previous server left
         await server.start()
         self._server = server
         return self.port

@@ -29,8 +29,8 @@ from server.validation import validate_model_name
 from trainer.jobs.errors import (
     JobError,
     JobNotFoundError,
-    JobsClosedError,
     JobStateError,
+    JobsUnavailableError,
     SpecError,
 )
 from trainer.jobs.manager import JobManager
@@ -50,8 +50,8 @@ def server_error(exc: JobError) -> ServerError:
         return NotFoundError(exc.message)
     if isinstance(exc, JobStateError):
         return FailedPreconditionError(exc.message)
-    if isinstance(exc, JobsClosedError):
-        return UnavailableError(exc.message, reason="draining")
+    if isinstance(exc, JobsUnavailableError):
+        return UnavailableError(exc.message, reason=exc.reason)
     return FailedPreconditionError(exc.message)
 
 

@@ -13,7 +13,7 @@ import pytest
 from train_job_helpers import tiny_spec
 
 from nanollm.v1 import train_pb2
-from trainer.jobs.errors import JobNotFoundError, SpecError
+from trainer.jobs.errors import JobNotFoundError, JobsUnavailableError, SpecError
 from trainer.jobs.events import FileTail, JobHistory, JobProgress
 from trainer.jobs.manager import JobManager, JobsSettings
 from trainer.jobs.runner import Ending, outcome, process_start_time
@@ -149,9 +149,14 @@ def test_a_new_manager_settles_the_jobs_an_earlier_server_left(tmp_path: Path) -
 
     manager = _manager(root)
     manager.start()
+    second = _manager(root)  # another server on the same root: no jobs, and it says why
+    second.start()
     try:
         with pytest.raises(JobsRootBusyError):
             JobStore(root).open()
+        with pytest.raises(JobsUnavailableError, match=f"jobs root {root} is in use by another "
+                                                       "server; give each server its own"):
+            second.list()
         gone = manager.get(gone_id)
         assert (gone.state, gone.step) == (train_pb2.JOB_STATE_INTERRUPTED, 2)
         assert gone.reason == (f"the server stopped while the job ran at step 2; {gone_id}/latest"
@@ -173,4 +178,17 @@ def test_a_new_manager_settles_the_jobs_an_earlier_server_left(tmp_path: Path) -
             manager.get("20261202-000000-ffffff")
     finally:
         manager.shutdown(grace=0)
+        second.shutdown(grace=0)
     assert JobProgress(root / gone_id).refresh()[-1]["step"] == 2
+
+
+def test_a_server_that_never_trains_creates_no_jobs_root(tmp_path: Path) -> None:
+    manager = _manager(tmp_path / "jobs")
+    manager.start()
+    try:
+        assert manager.list() == [] and not (tmp_path / "jobs").exists()
+        with pytest.raises(JobNotFoundError):
+            manager.get(JOB)
+    finally:
+        manager.shutdown(grace=0)
+    assert not (tmp_path / "jobs").exists()

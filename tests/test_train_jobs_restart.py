@@ -87,7 +87,9 @@ def test_a_killed_server_leaves_its_job_interrupted_and_resume_continues_it_exac
         assert time.monotonic() < deadline, "the job's process outlived its server"
         time.sleep(0.1)
     end = read_events(jobs / job_id)[-1]
-    assert (end["type"], end["reason"], end["signal"]) == ("end", "interrupted", "SIGTERM")
+    output = (jobs / job_id / "output.log").read_text()
+    assert (end["type"], end.get("reason"), end.get("signal")) == (
+        "end", "interrupted", "SIGTERM"), output[-3000:]
     stopped_at = end["step"]
     assert 5 <= stopped_at < 60
 

@@ -35,5 +35,10 @@ class JobStateError(JobError):
     """The job's state does not allow the operation (cancel an ended job, delete a running one)."""
 
 
-class JobsClosedError(JobError):
-    """The manager is shutting down and takes no new work."""
+class JobsUnavailableError(JobError):
+    """The manager takes no work now: it is shutting down ("draining"), or its jobs root is
+    unusable (in use by another server, not a folder: "unavailable")."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

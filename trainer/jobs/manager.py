@@ -12,7 +12,10 @@ fewer than `max_concurrent` run, notices processes that ended and records what t
 thread matters: on Linux a job's process gets SIGTERM when the thread that started it dies
 (trainer/jobs/child.py), so a killed server's jobs still save and stop.
 
-On start, jobs an earlier server left RUNNING are settled: a process that is gone makes its job
+The jobs root is created by the first StartJob and locked by the manager that uses it, so a
+server that never trains leaves no folder behind. Another server's root makes every call
+UNAVAILABLE (the server still serves models). On start, jobs an earlier server left RUNNING are
+settled: a process that is gone makes its job
 INTERRUPTED (or SUCCEEDED/FAILED when its events say it got that far); one still alive is asked
 to stop and its job becomes INTERRUPTED once it has. QUEUED jobs stay queued, in order.
 """
@@ -36,10 +39,17 @@ from nanollm.checkpoint import TRAINER_STATE_FILE, is_checkpoint_dir
 from nanollm.config import TrainingConfig
 from nanollm.v1 import train_pb2
 from trainer.jobs import runner
-from trainer.jobs.errors import JobNotFoundError, JobsClosedError, JobStateError, SpecError
+from trainer.jobs.errors import JobNotFoundError, JobStateError, JobsUnavailableError, SpecError
 from trainer.jobs.events import FileTail, JobProgress
 from trainer.jobs.spec import JobPlan, SpecLimits, SpecRules, preflight, validate_spec
-from trainer.jobs.store import OUTPUT_FILE, JobRecord, JobState, JobStore, new_job_id
+from trainer.jobs.store import (
+    OUTPUT_FILE,
+    JobRecord,
+    JobsRootBusyError,
+    JobState,
+    JobStore,
+    new_job_id,
+)
 from trainer.jobs.views import checkpoint_folder, job_pb
 from trainer.model_init import LATEST
 
@@ -95,6 +105,8 @@ class JobManager:
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._closing = False
+        self._opened = False
+        self._unusable: str | None = None  # why the jobs root cannot be used
         self._grace = 0.0
         self._thread: threading.Thread | None = None
 
@@ -106,15 +118,11 @@ class JobManager:
     # life cycle
 
     def start(self) -> None:
-        """Lock the jobs root, settle what an earlier server left, start supervising."""
-        self.store.open()
+        """Open an existing jobs root (settling what an earlier server left) and start
+        supervising."""
         with self._lock:
-            for record, plan in self.store.load_all():
-                job = _Job(record, plan, JobProgress(self.root / record.job_id))
-                job.progress.refresh()
-                self._jobs[record.job_id] = job
-                if record.state is JobState.RUNNING:
-                    self._recover(job)
+            if self.root.exists():
+                self._open()
         self._thread = threading.Thread(target=self._supervise, name="job-supervisor",
                                         daemon=True)
         self._thread.start()
@@ -130,6 +138,22 @@ class JobManager:
         if self._thread is not None:
             self._thread.join(grace + 30)
         self.store.close()
+
+    def _open(self) -> None:
+        """Lock the jobs root (creating it) and load its jobs; called with the lock held."""
+        try:
+            self.store.open()
+        except (JobsRootBusyError, OSError) as exc:
+            self._unusable = f"training jobs are unavailable: {exc}"
+            log.warning("%s", self._unusable)
+            return
+        self._opened = True
+        for record, plan in self.store.load_all():
+            job = _Job(record, plan, JobProgress(self.root / record.job_id))
+            job.progress.refresh()
+            self._jobs[record.job_id] = job
+            if record.state is JobState.RUNNING:
+                self._recover(job)
 
     def _recover(self, job: _Job) -> None:
         """A job an earlier server left RUNNING. Its process is usually gone or stopping (it got
@@ -150,7 +174,7 @@ class JobManager:
     def start_job(self, spec: train_pb2.JobSpec) -> train_pb2.Job:
         """Validate `spec` whole (SpecError lists every bad field), then make the job's folder
         and queue it. Nothing is written for a spec that fails."""
-        self._refuse_when_closing()
+        self._refuse_when_unavailable()
         job_id = new_job_id()
         plan = validate_spec(spec, self.settings.limits, self.rules, self.checkpoint_of)
         preflight(plan, self.root / job_id)
@@ -163,7 +187,9 @@ class JobManager:
             max_iters=int(plan.train.get("max_iters", DEFAULT_MAX_ITERS)),
             uploaded_bytes=len(plan.data.text or b""))
         with self._lock:
-            self._refuse_when_closing()
+            if not self._opened and not self._closing:
+                self._open()
+            self._refuse_when_unavailable()
             self.store.create(record, plan)
             plan.data.text = None  # on disk now; not kept in memory
             job = _Job(record, plan, JobProgress(self.root / job_id))
@@ -182,6 +208,8 @@ class JobManager:
     def list(self, states: Iterable[int] = ()) -> list[train_pb2.Job]:
         wanted = set(states)
         with self._lock:
+            if self._unusable is not None:
+                raise JobsUnavailableError(self._unusable, "unavailable")
             jobs = [j for j in self._jobs.values()
                     if not wanted or j.record.state.value in wanted]
             for job in jobs:
@@ -210,7 +238,7 @@ class JobManager:
 
     def resume(self, job_id: str, max_iters: int | None = None) -> train_pb2.Job:
         """Queue an ended job again; it continues from latest/ (or starts over without one)."""
-        self._refuse_when_closing()
+        self._refuse_when_unavailable()
         with self._lock:
             job = self._job(job_id)
             r = job.record
@@ -285,7 +313,9 @@ class JobManager:
     # helpers (called with the lock held)
 
     def _job(self, job_id: str) -> _Job:
-        self.store.path(job_id)  # a malformed id: JobNotFoundError naming the format
+        self.store.path(job_id)  # a malformed id: SpecError naming the format
+        if self._unusable is not None:
+            raise JobsUnavailableError(self._unusable, "unavailable")
         job = self._jobs.get(job_id)
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r} (ListJobs shows the jobs)")
@@ -312,9 +342,12 @@ class JobManager:
         self.store.save(job.record)
         self._report_states()
 
-    def _refuse_when_closing(self) -> None:
+    def _refuse_when_unavailable(self) -> None:
         if self._closing:
-            raise JobsClosedError("the server is shutting down; it takes no new jobs")
+            raise JobsUnavailableError("the server is shutting down; it takes no new jobs",
+                                       "draining")
+        if self._unusable is not None:
+            raise JobsUnavailableError(self._unusable, "unavailable")
 
     # ------------------------------------------------------------------------------------------
     # the supervisor thread

@@ -155,8 +155,8 @@ def _failure(end: Ending) -> str | None:
         if h.error is not None and not interrupted:
             return str(h.error.get("message") or error_type)
         return None
-    if rc == 0 or rc == 130 or rc < 0 or (end.why_gone is not None and rc != 2):
-        return None  # a signal stopped it (130: during setup; < 0: killed)
+    if rc == 0 or rc >= 128 or rc < 0 or (end.why_gone is not None and rc != 2):
+        return None  # a signal stopped it (128 + n: caught signal n; < 0: killed by it)
     for line in reversed(end.output_tail):
         match = _ERROR_LINE.match(line.strip())
         if match:
@@ -168,12 +168,15 @@ def _failure(end: Ending) -> str | None:
 
 
 def _stopped_by(rc: int | None, history: JobHistory) -> str:
+    if rc == 130:  # gpt-train: a signal during setup
+        return "its process was stopped before training began"
     signal_name = (history.end or {}).get("signal")
-    if rc is not None and rc < 0:
+    if rc is not None and (rc < 0 or rc > 128):
+        number = -rc if rc < 0 else rc - 128
         try:
-            signal_name = signal.Signals(-rc).name
+            signal_name = signal.Signals(number).name
         except ValueError:
-            signal_name = f"signal {-rc}"
+            signal_name = f"signal {number}"
     return f"its process was stopped by {signal_name}" if signal_name else \
         "its process ended without finishing"
 
