@@ -188,7 +188,8 @@ def test_unreachable_backend_is_503(tmp_path: Path) -> None:
 
 
 def test_deadline_is_504_and_mid_stream_error_frame(stack: Stack) -> None:
-    with GatewayThread(stack.server.target, timeout=1.0) as gateway:
+    # 3 s: ample for the first token on a busy machine, far from 90,000 tokens' worth.
+    with GatewayThread(stack.server.target, timeout=3.0) as gateway:
         client = OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.InternalServerError) as late:
             client.completions.create(model="gpt", prompt="Hi", max_tokens=90_000)
@@ -201,7 +202,7 @@ def test_deadline_is_504_and_mid_stream_error_frame(stack: Stack) -> None:
         assert received, "the stream failed before its first chunk"
         assert mid_stream.value.code == "timeout"
     engine = stack.server.engine()
-    wait_for(lambda: engine.num_running == 0, what="the timed-out requests to end")
+    wait_for(lambda: engine.num_running == 0, timeout=30, what="the timed-out requests to end")
 
 
 def test_concurrent_streams(stack: Stack) -> None:
