@@ -69,13 +69,13 @@ def test_serves_then_stops_on_sigterm(server: ServerThread) -> None:
                           r"gRPC server " + re.escape(server.target), line)
         assert found, line
         url = found.group(1)
-        for _ in range(100):  # the socket is bound before the log line; the app starts after
+        health = None
+        while health is None and time.monotonic() < end:  # the app starts after the log line
             try:
                 health = httpx2.get(f"{url}/health")
-                break
             except httpx2.ConnectError:
                 time.sleep(0.05)
-        assert health.json() == {"status": "ok"}
+        assert health is not None and health.json() == {"status": "ok"}
         reply = httpx2.post(f"{url}/v1/chat/completions", timeout=60, json={
             "model": "gpt", "messages": [{"role": "user", "content": "Hello!"}],
             "max_tokens": 100})
