@@ -40,15 +40,7 @@ export class LossChart {
   reset() {
     this.train = new Map();  // step -> loss (a step logged twice, e.g. after a resume: once)
     this.val = new Map();
-    this.maxSteps = 0;
     this.schedule();
-  }
-
-  setMaxSteps(steps) {
-    if (steps !== this.maxSteps) {
-      this.maxSteps = steps;
-      this.schedule();
-    }
   }
 
   addTrain(step, loss) {
@@ -83,7 +75,8 @@ export class LossChart {
                            "Waiting for the first logged step…"));
       return;
     }
-    const xMax = Math.max(this.maxSteps, ...all.map((p) => p[0]), 1);
+    // The steps so far fill the width (a long job's first steps are not a sliver at the left).
+    const xMax = Math.max(...all.map((p) => p[0]), 1);
     let yLo = Math.min(...all.map((p) => p[1]));
     let yHi = Math.max(...all.map((p) => p[1]));
     const pad = (yHi - yLo) * 0.08 || 0.1;

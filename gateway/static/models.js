@@ -51,7 +51,7 @@ function row(model) {
     `${model.source_path}`;
   return el("tr", { "data-model": model.name },
     cell("Name", el("strong", {}, model.name),
-         model.is_default ? el("span", { class: "badge default" }, "default") : null),
+         model.is_default ? [" ", el("span", { class: "badge default" }, "default")] : null),
     cell("State", el("span", { class: `badge state-${state.toLowerCase()}` }, state),
          model.reason ? el("div", { class: "hint reason" }, model.reason) : null),
     // uint64 fields are strings in protobuf's JSON mapping
@@ -64,7 +64,7 @@ function row(model) {
     cell("Requests", `${model.active_requests} running · ${model.queued_requests} waiting`),
     cell("Actions", el("div", { class: "row-actions" },
       el("a", { class: "button", href: `#playground/${encodeURIComponent(model.name)}`,
-                "aria-disabled": !ready }, "Try it"),
+                "aria-disabled": ready ? null : "true" }, "Try it"),
       el("button", { type: "button", disabled: !ready || model.is_default,
                      onclick: () => setDefault(model.name) }, "Set default"),
       el("button", { type: "button", class: "danger", disabled: BUSY.has(model.state),

@@ -70,6 +70,10 @@ function setMode(mode) {
 async function loadModels(wanted) {
   const select = byId("pg-model");
   const keep = wanted || select.value;
+  if (keep && ![...select.options].some((option) => option.value === keep)) {
+    select.append(el("option", { value: keep }, keep));  // selectable before the list comes
+  }
+  select.value = keep;
   let ids = [];
   try {
     ids = (await call("GET", "v1/models")).data.map((m) => m.id);

@@ -122,7 +122,6 @@ export class JobView {
     byId("tr-val").textContent = job.last_eval ? (job.last_eval.val_loss ?? 0).toFixed(3) : "–";
     byId("tr-best").textContent = job.best_val_loss !== undefined
       ? Number(job.best_val_loss).toFixed(3) : "–";
-    this.chart.setMaxSteps(int(job.max_iters));
     this.buttons(state);
   }
 
