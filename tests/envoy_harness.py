@@ -21,6 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.envoy.render import Address, Config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,6 +30,15 @@ BIN = Path(sys.executable).parent
 ENVOY = BIN / "envoy"
 ANY_PORT = Address("127.0.0.1", 0)
 READY = r"ready: model 'gpt' serves on 127\.0\.0\.1:(\d+)"
+
+
+def need_envoy() -> None:
+    """Skip without Envoy on a developer's machine; in CI (where make install brings it) fail."""
+    if not ENVOY.exists():
+        reason = f"envoy is not installed next to {sys.executable}: run make install"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 def descriptor_set(out: Path) -> Path:
@@ -97,7 +108,11 @@ class GptServer:
         stop(self.proc)
 
     def __enter__(self) -> GptServer:
-        return self.wait_ready()
+        try:
+            return self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()

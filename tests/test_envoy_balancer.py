@@ -12,19 +12,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from envoy_harness import ANY_PORT, ENVOY, Envoy, GptServer, descriptor_set
+from envoy_harness import ANY_PORT, Envoy, GptServer, descriptor_set, need_envoy
 from server_harness import greedy, rpc_error, stream_request, tiny_byte_checkpoint, wait_for
 
 from gateway.envoy.render import Address, balancer_config, transcoder_config
 from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2, model_admin_pb2_grpc
-
-pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy is not installed: make install")
 
 HEALTH_INTERVAL = 0.2  # seconds; the template's 2 s would only slow the test down
 
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[tuple[GptServer, GptServer]]:
+    need_envoy()
     checkpoint = tiny_byte_checkpoint(tmp_path / "models" / "tiny")
     # Started together: each spends seconds importing torch and loading the model.
     a, b = GptServer(checkpoint, tmp_path / "a"), GptServer(checkpoint, tmp_path / "b")
@@ -62,9 +61,13 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
 
         for _ in range(9):
             generate_ok()
-        # Round robin over two healthy replicas: five requests each.
-        wait_for(lambda: (a.requests_served(), b.requests_served()) == (5, 5), 5,
-                 "each replica to log five requests")
+
+        def served() -> tuple[int, int]:
+            return a.requests_served(), b.requests_served()
+
+        wait_for(lambda: sum(served()) == 10, 5, "the replicas to log ten requests")
+        # Round robin: five each (four, if a worker saw one replica healthy a moment late).
+        assert min(served()) >= 4, served()
         streamed = list(stub.StreamGenerate(stream_request("ROMEO:", 8), timeout=30))
         assert [i for m in streamed for i in m.token_ids] == expected
         assert streamed[-1].finish_reason == generate_pb2.FINISH_REASON_LENGTH
@@ -79,6 +82,8 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
                                  descriptor_set(tmp_path / "proto" / "nanollm.pb"))
         with Envoy(rest, tmp_path / "transcoder", "transcoder") as transcoder:
             assert json_generate(transcoder) == expected
+            wait_for(lambda: sum(served()) == 11, 5, "the replicas to log the JSON request")
+            before = served()
             try:
                 urllib.request.urlopen(transcoder.url + "/v1/admin/models", timeout=10)
             except urllib.error.HTTPError as refused:
@@ -95,13 +100,19 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
                      "Envoy's health check to mark the killed replica")
             for _ in range(10):
                 generate_ok()
-            # 5 + 1 JSON before the kill, 20 + 1 JSON after it.
-            wait_for(lambda: (a.requests_served(), b.requests_served()) in ((5, 27), (6, 26)),
-                     5, "the other replica to log every request after the kill")
+            wait_for(lambda: served() == (before[0], before[1] + 21), 5,
+                     "the other replica to log every request sent after the kill")
             assert balancer.host_health()[hosts[1]] == "healthy"
 
         b.proc.kill()
         wait_for(lambda: balancer.host_health()[hosts[1]] != "healthy", 10,
                  "Envoy's health check to mark the second killed replica")
-        err = rpc_error(lambda: stub.Generate(greedy("ROMEO:", 8), timeout=30))
-        assert (err.code(), err.details()) == (grpc.StatusCode.UNAVAILABLE, "no healthy upstream")
+
+        def unavailable() -> str:
+            err = rpc_error(lambda: stub.Generate(greedy("ROMEO:", 8), timeout=30))
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+            return err.details()
+
+        # Envoy's workers see the health change a moment after its admin page does.
+        wait_for(lambda: unavailable() == "no healthy upstream", 5,
+                 "requests to fail at once with no replica left")

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from envoy_harness import ENVOY, descriptor_set
+from envoy_harness import ENVOY, descriptor_set, need_envoy
 
 from gateway.envoy.render import TEMPLATES, main
-
-pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy is not installed: make install")
 
 
 def validate(config: Path, cwd: Path) -> str:
     """Envoy's own verdict on a config (it also opens the descriptor set it names)."""
+    need_envoy()
     done = subprocess.run([str(ENVOY), "--mode", "validate", "-c", str(config),
                            "--disable-hot-restart", "-l", "error"],
                           cwd=cwd, capture_output=True, text=True, timeout=60)

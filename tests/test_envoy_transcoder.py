@@ -12,13 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy_harness import ANY_PORT, ENVOY, Envoy, GptServer, descriptor_set
+from envoy_harness import ANY_PORT, Envoy, GptServer, descriptor_set, need_envoy
 from server_harness import greedy, tiny_byte_checkpoint
 
 from gateway.envoy.render import transcoder_config
 from nanollm.v1 import generate_pb2_grpc
-
-pytestmark = pytest.mark.skipif(not ENVOY.exists(), reason="envoy is not installed: make install")
 
 USER, ADMIN = "user-key", "admin-key"
 PROMPT, N_TOKENS = "ROMEO:", 12
@@ -26,6 +24,7 @@ PROMPT, N_TOKENS = "ROMEO:", 12
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GptServer, Envoy]]:
+    need_envoy()
     tmp = tmp_path_factory.mktemp("envoy_transcoder")
     checkpoint = tiny_byte_checkpoint(tmp / "models" / "tiny")
     pb = descriptor_set(tmp / "proto" / "nanollm.pb")
