@@ -7,8 +7,8 @@ Every `.proto` under proto/ is compiled with the protoc of grpcio-tools into `*_
 `*_pb2.pyi` and `*_pb2_grpc.py` next to where its package path points (proto/nanollm/v1/x.proto
 -> nanollm/v1/x_pb2.py), so the modules import as `from nanollm.v1 import generate_pb2` with no
 patching. google/api protos are only imported: their Python code comes from the
-googleapis-common-protos package. `make proto` also writes a descriptor set with all imports,
-build/nanollm.pb, which Envoy's gRPC-JSON transcoder reads.
+googleapis-common-protos package. `make proto` also writes a descriptor set with all imports
+and the google.rpc error types, build/nanollm.pb, which Envoy's gRPC-JSON transcoder reads.
 
 The check generates into a temporary folder and compares byte for byte, so it needs the pinned
 grpcio-tools (constraints.txt): another protoc version writes different code.
