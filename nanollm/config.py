@@ -348,7 +348,7 @@ class ServerConfig(BaseConfig):
     """The gRPC server and REST gateway (`gpt-server`); docs/server.md describes each field."""
 
     host: str = option("127.0.0.1", "address the servers bind to (loopback: this machine only)")
-    port: int = option(8080, "REST gateway port (reserved: the gateway is not built yet)",
+    port: int = option(8080, "REST gateway (OpenAI API and web UI) port",
                        min=0, max=65535)
     grpc_host: str | None = option(None, "address the gRPC server binds to (default: host)")
     grpc_port: int = option(50051, "gRPC port (0 = any free port)", min=0, max=65535)

@@ -5,7 +5,10 @@
 
 Rules, when any key is configured:
 - GenerateService (and any other nanollm service) needs a user key or the admin key;
-- ModelAdminService (and TrainService) needs the admin key: a valid user key gets
+- reading the model list (ListModels, GetModel) needs a user key or the admin key, like
+  GenerateService: clients must be able to see what they can call (the OpenAI SDK's
+  `models.list()` goes there);
+- the rest of ModelAdminService (and TrainService) needs the admin key: a valid user key gets
   PERMISSION_DENIED, no key or an unknown one UNAUTHENTICATED. With user keys but no admin key,
   nobody may call the admin RPCs;
 - with admin keys only, GenerateService stays open and only the admin RPCs need a key;
@@ -30,6 +33,8 @@ from server.errors import PermissionDeniedError, ServerError, UnauthenticatedErr
 
 PROTECTED_PREFIX = "/nanollm."
 ADMIN_PREFIXES = ("/nanollm.v1.ModelAdminService/", "/nanollm.v1.TrainService/")
+USER_READABLE = frozenset({"/nanollm.v1.ModelAdminService/ListModels",
+                           "/nanollm.v1.ModelAdminService/GetModel"})
 
 
 def read_key_file(path: str) -> list[str]:
@@ -74,7 +79,7 @@ class KeyRing:
         """The error for calling `method` with `key` (None: no key sent), or None if allowed."""
         if not self.enabled or not method.startswith(PROTECTED_PREFIX):
             return None
-        admin_only = method.startswith(ADMIN_PREFIXES)
+        admin_only = method.startswith(ADMIN_PREFIXES) and method not in USER_READABLE
         if not admin_only and not self.user_keys:
             return None  # only the admin RPCs are locked
         if key is None:

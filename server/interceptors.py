@@ -15,6 +15,7 @@ Health and reflection RPCs pass through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -134,7 +135,10 @@ class _Call:
         level = logging.WARNING if self.code is grpc.StatusCode.INTERNAL else logging.INFO
         log.log(level, "%s %s status=%s ms=%.1f", self.method.rsplit("/", 1)[-1], fields,
                 self.code.name, 1e3 * seconds)
-        _call_notes.reset(self._token)
+        # A cancelled stream may finish in another context than the one that set the notes;
+        # the variable then needs no reset there.
+        with contextlib.suppress(ValueError):
+            _call_notes.reset(self._token)
 
 
 def _fmt(value: Any) -> str:

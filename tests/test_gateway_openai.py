@@ -152,10 +152,12 @@ def test_keys_are_passed_through(keyed: Stack) -> None:
     assert no_key.value.status_code == 401 and no_key.value.code == "invalid_api_key"
     reply = keyed.sdk(USER_KEY).completions.create(model="gpt", prompt="Hi", max_tokens=2)
     assert reply.usage is not None and reply.usage.completion_tokens == 2
+    # A user key reads the model list; changing the default model takes the admin key.
+    assert [m.id for m in keyed.sdk(USER_KEY).models.list()] == ["gpt"]
     with pytest.raises(openai.PermissionDeniedError) as user_on_admin:
-        keyed.sdk(USER_KEY).models.list()
+        keyed.sdk(USER_KEY).post("/admin/models/gpt:setDefault", body={}, cast_to=object)
     assert user_on_admin.value.status_code == 403
-    assert [m.id for m in keyed.sdk(ADMIN_KEY).models.list()] == ["gpt"]
+    keyed.sdk(ADMIN_KEY).post("/admin/models/gpt:setDefault", body={}, cast_to=object)
 
 
 def test_full_queue_is_rate_limit_with_retry_after(keyed: Stack) -> None:

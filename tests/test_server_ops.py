@@ -182,7 +182,8 @@ RPCS: dict[str, tuple[Callable[[ServerThread, Any], Any], grpc.StatusCode]] = {
     "SetDefaultModel": (lambda s, md: s.admin.SetDefaultModel(
         M.SetDefaultModelRequest(name="gpt"), metadata=md), OK),
 }
-ADMIN_RPCS = {"ListModels", "GetModel", "LoadModel", "UnloadModel", "SetDefaultModel"}
+# Reading the model list takes a user key (clients must see what they can call).
+ADMIN_RPCS = {"LoadModel", "UnloadModel", "SetDefaultModel"}
 
 
 def status_of(call: Callable[[], Any]) -> grpc.StatusCode:
@@ -225,8 +226,8 @@ def test_keys_explain_themselves_and_leave_health_and_reflection_open(
     err = rpc_error(lambda: keyed_srv.generate.Generate(greedy("hi", 2)))
     assert err.details() == ("this server needs an API key: send `authorization: Bearer <key>` "
                              "metadata")
-    err = rpc_error(lambda: keyed_srv.admin.ListModels(
-        M.ListModelsRequest(), metadata=[("authorization", f"Bearer {USER}")]))
+    err = rpc_error(lambda: keyed_srv.admin.SetDefaultModel(
+        M.SetDefaultModelRequest(name="gpt"), metadata=[("authorization", f"Bearer {USER}")]))
     assert err.details() == "this RPC needs the admin key; the key sent is a user key"
     assert health(keyed_srv) == SERVING
     assert "nanollm.v1.GenerateService" in grpcurl("-plaintext", keyed_srv.target,
@@ -242,9 +243,11 @@ def test_keys_explain_themselves_and_leave_health_and_reflection_open(
 def test_an_admin_key_alone_locks_only_the_admin_rpcs(checkpoint: Path, tmp_path: Path) -> None:
     with ServerThread(server_config(checkpoint, tmp_path, admin_keys=[ADMIN])) as srv:
         assert status_of(lambda: srv.generate.Generate(greedy("hi", 2))) == OK
-        assert status_of(lambda: srv.admin.ListModels(M.ListModelsRequest())) == UNAUTH
-        assert status_of(lambda: srv.admin.ListModels(
-            M.ListModelsRequest(), metadata=[("authorization", f"Bearer {ADMIN}")])) == OK
+        assert status_of(lambda: srv.admin.ListModels(M.ListModelsRequest())) == OK
+        setdefault = M.SetDefaultModelRequest(name="gpt")
+        assert status_of(lambda: srv.admin.SetDefaultModel(setdefault)) == UNAUTH
+        assert status_of(lambda: srv.admin.SetDefaultModel(
+            setdefault, metadata=[("authorization", f"Bearer {ADMIN}")])) == OK
 
 
 # ----------------------------------------------------------------------------------------------
