@@ -117,11 +117,13 @@ export function initForm(onStarted) {
   });
 }
 
-/** Fills the "an earlier job" menu with jobs that have a checkpoint. */
+const BUSY = new Set(["JOB_STATE_QUEUED", "JOB_STATE_RUNNING"]);
+
+/** Fills the "an earlier job" menu with ended jobs that have a checkpoint. */
 export function offerJobs(jobs) {
   const select = byId("tr-from-job");
   const keep = select.value;
-  replace(select, jobs.filter((job) => job.checkpoint).map(
+  replace(select, jobs.filter((job) => job.checkpoint && !BUSY.has(job.state)).map(
     (job) => el("option", { value: job.job_id }, `${job.name} (${job.job_id})`)));
   if (keep) select.value = keep;
 }
