@@ -23,7 +23,9 @@ from train_job_helpers import (
     wait_state,
 )
 
+from nanollm.client import AsyncClient
 from nanollm.v1 import generate_pb2, model_admin_pb2, train_pb2, train_pb2_grpc
+from trainer.events import read_events
 
 REPO = Path(__file__).resolve().parent.parent
 GRPCURL = Path(sys.executable).parent / "grpcurl"
@@ -180,13 +182,35 @@ def test_cancel_mid_run_saves_a_checkpoint_that_loads_by_job_id(jobs: Jobs) -> N
     assert jobs.srv.generate.Generate(request).usage.completion_tokens == 4
 
 
+def test_a_job_fine_tunes_from_an_earlier_job(jobs: Jobs) -> None:
+    spec = tiny_spec(name="c", max_iters=3, eval_interval=3)
+    spec.from_job_id = jobs.ids["b"]
+    job = jobs.train.StartJob(train_pb2.StartJobRequest(spec=spec)).job
+    jobs.ids["c"] = job.job_id
+    wait_state(jobs.train, job.job_id, train_pb2.JOB_STATE_SUCCEEDED)
+    start = read_events(jobs.root / job.job_id)[0]
+    assert start["init_from"] == str(jobs.root / jobs.ids["b"] / "best")  # best, else latest
+    assert start["config"]["model"]["n_embd"] == 64  # the shape of b, not of the spec's scratch
+
+
+async def test_the_async_client_watches_and_lists_jobs(jobs: Jobs) -> None:
+    async with AsyncClient(jobs.srv.target) as client:
+        async with client.watch_job(jobs.ids["a"], exclude_logs=True) as watch:
+            messages = [m async for m in watch]
+        assert len(messages) == 1 and len(messages[0].snapshot.steps) == 120
+        succeeded = await client.list_jobs([train_pb2.JOB_STATE_SUCCEEDED])
+        assert [j.job_id for j in succeeded] == [jobs.ids["a"], jobs.ids["c"]]
+        cancelled = await client.list_jobs([train_pb2.JOB_STATE_CANCELLED])
+        assert [j.job_id for j in cancelled] == [jobs.ids["b"]]
+
+
 def test_delete_removes_the_folder_and_unknown_ids_are_refused(jobs: Jobs) -> None:
     stub, job_id = jobs.train, jobs.ids["b"]
     assert (jobs.root / job_id / "latest").is_dir()
     assert stub.DeleteJob(train_pb2.DeleteJobRequest(job_id=job_id)).job_id == job_id
     assert not (jobs.root / job_id).exists()
     assert [j.job_id for j in stub.ListJobs(train_pb2.ListJobsRequest()).jobs] == [
-        jobs.ids["a"]]
+        jobs.ids["a"], jobs.ids["c"]]
     err = rpc_error(lambda: stub.GetJob(train_pb2.GetJobRequest(job_id=job_id)))
     assert (err.code(), err.details()) == (grpc.StatusCode.NOT_FOUND,
                                           f"no job {job_id!r} (ListJobs shows the jobs)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_harness import (
     ServerThread,
     field_violations,
@@ -212,3 +213,6 @@ def test_train_service_needs_the_admin_key(tmp_path: Path) -> None:
         assert err.code() == grpc.StatusCode.PERMISSION_DENIED
         with Client(srv.target, api_key="admin-key") as client:
             assert client.list_jobs() == []
+        health = health_pb2_grpc.HealthStub(srv.channel).Check(
+            health_pb2.HealthCheckRequest(service="nanollm.v1.TrainService"))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING  # needs no key
