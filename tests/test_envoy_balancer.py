@@ -19,6 +19,8 @@ from gateway.envoy.render import Address, balancer_config, transcoder_config
 from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2, model_admin_pb2_grpc
 
 HEALTH_INTERVAL = 0.2  # seconds; the template's 2 s would only slow the test down
+PER_REPLICA = ("models are loaded and training jobs run per replica: call LoadModel, "
+               "UnloadModel, SetDefaultModel and TrainService on each replica's own address")
 
 
 @pytest.fixture
@@ -71,12 +73,14 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
         streamed = list(stub.StreamGenerate(stream_request("ROMEO:", 8), timeout=30))
         assert [i for m in streamed for i in m.token_ids] == expected
         assert streamed[-1].finish_reason == generate_pb2.FINISH_REASON_LENGTH
-        # A model loaded through the balancer would exist on one replica only.
+        # The model list is balanced; a model loaded through the balancer would exist on one
+        # replica only.
         admin = model_admin_pb2_grpc.ModelAdminServiceStub(channel)
-        err = rpc_error(lambda: admin.ListModels(model_admin_pb2.ListModelsRequest(), timeout=5))
-        assert (err.code(), err.details()) == (
-            grpc.StatusCode.UNIMPLEMENTED, "the balancer serves GenerateService only: call "
-            "ModelAdminService and TrainService on each replica's own address")
+        assert admin.ListModels(model_admin_pb2.ListModelsRequest(), timeout=5).default_model \
+            == "gpt"
+        err = rpc_error(lambda: admin.SetDefaultModel(
+            model_admin_pb2.SetDefaultModelRequest(name="gpt"), timeout=5))
+        assert (err.code(), err.details()) == (grpc.StatusCode.UNIMPLEMENTED, PER_REPLICA)
 
         rest = transcoder_config([Address("127.0.0.1", balancer.port)], ANY_PORT, ANY_PORT,
                                  descriptor_set(tmp_path / "proto" / "nanollm.pb"))
@@ -84,12 +88,15 @@ def test_both_replicas_serve_and_requests_survive_killing_one(
             assert json_generate(transcoder) == expected
             wait_for(lambda: sum(served()) == 11, 5, "the replicas to log the JSON request")
             before = served()
+            load = urllib.request.Request(transcoder.url + "/v1/admin/models", data=b"{}",
+                                          headers={"content-type": "application/json"})
             try:
-                urllib.request.urlopen(transcoder.url + "/v1/admin/models", timeout=10)
+                urllib.request.urlopen(load, timeout=10)
             except urllib.error.HTTPError as refused:
-                assert (refused.code, json.loads(refused.read())["code"]) == (501, 12)
+                assert (refused.code, json.loads(refused.read())) == (
+                    501, {"code": 12, "message": PER_REPLICA, "details": []})
             else:
-                raise AssertionError("the balancer let an admin call through")
+                raise AssertionError("the balancer let a LoadModel through")
 
             a.proc.kill()  # no drain: the replica vanishes with its connections
             a.proc.wait(10)

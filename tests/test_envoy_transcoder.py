@@ -119,7 +119,7 @@ GOOD = {"prompt": PROMPT, "sampling": sampling()}
     ("/v1/generate", GOOD, None, 401, 16,
      "this server needs an API key: send `authorization: Bearer <key>` metadata", []),
     ("/v1/generate", GOOD, "wrong", 401, 16, "unknown API key", []),
-    ("/v1/admin/models", None, USER, 403, 7,
+    ("/v1/admin/models/gpt:setDefault", {}, USER, 403, 7,
      "this RPC needs the admin key; the key sent is a user key", []),
     ("/v1/admin/models/nope", None, ADMIN, 404, 5,
      "no model named 'nope' (ListModels shows the loaded ones)", []),
