@@ -6,18 +6,16 @@
     manager.cancel(job.job_id); manager.resume(job.job_id)
     manager.shutdown(grace=30)                       # running jobs save and stop: INTERRUPTED
 
-One supervisor thread starts and reaps the processes: it starts the oldest QUEUED jobs while
-fewer than `max_concurrent` run, notices processes that ended and records what their end means
-(trainer/jobs/runner.py), and reports metrics. Starting every process from that one long-lived
-thread matters: on Linux a job's process gets SIGTERM when the thread that started it dies
-(trainer/jobs/child.py), so a killed server's jobs still save and stop.
+One long-lived supervisor thread starts the oldest QUEUED jobs while fewer than
+`max_concurrent` run, notices processes that ended, records what their end means
+(trainer/jobs/runner.py) and reports metrics. On Linux a job's process is told when the thread
+that started it dies (trainer/jobs/child.py), so every job is started from that one thread.
 
-The jobs root is created by the first StartJob and locked by the manager that uses it, so a
-server that never trains leaves no folder behind. Another server's root makes every call
-UNAVAILABLE (the server still serves models). On start, jobs an earlier server left RUNNING are
-settled: a process that is gone makes its job
-INTERRUPTED (or SUCCEEDED/FAILED when its events say it got that far); one still alive is asked
-to stop and its job becomes INTERRUPTED once it has. QUEUED jobs stay queued, in order.
+The jobs root is made by the first StartJob and locked by the manager using it; another
+server's root makes every call UNAVAILABLE (models are still served). On start, jobs an earlier
+server left RUNNING are settled: a process that is gone makes its job INTERRUPTED (or SUCCEEDED
+/ FAILED when its events say it got that far); one still alive is followed until it ends.
+QUEUED jobs stay queued, in order.
 """
 
 from __future__ import annotations
@@ -26,21 +24,20 @@ import copy
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from nanollm.checkpoint import TRAINER_STATE_FILE, is_checkpoint_dir
+from nanollm.checkpoint import is_checkpoint_dir
 from nanollm.config import TrainingConfig
 from nanollm.v1 import train_pb2
 from trainer.jobs import runner
 from trainer.jobs.errors import JobNotFoundError, JobStateError, JobsUnavailableError, SpecError
 from trainer.jobs.events import FileTail, JobProgress
+from trainer.jobs.reporting import JobMetrics, report_progress, report_states
 from trainer.jobs.spec import JobPlan, SpecLimits, SpecRules, preflight, validate_spec
 from trainer.jobs.store import (
     OUTPUT_FILE,
@@ -51,23 +48,12 @@ from trainer.jobs.store import (
     new_job_id,
 )
 from trainer.jobs.views import checkpoint_folder, job_pb
-from trainer.model_init import LATEST
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ITERS: int = TrainingConfig.__dataclass_fields__["max_iters"].default
 OUTPUT_TAIL = 40  # lines of output.log read to explain how a process ended
 GONE = "the server stopped while the job ran"
-
-
-class JobMetrics(Protocol):
-    """What the manager reports (server/metrics.py's ServerMetrics implements it)."""
-
-    def set_jobs_by_state(self, counts: Mapping[str, int]) -> None: ...
-
-    def set_job_progress(self, job_id: str, loss: float, tokens_per_second: float) -> None: ...
-
-    def forget_job(self, job_id: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,8 +70,7 @@ class _Job:
     record: JobRecord
     plan: JobPlan
     progress: JobProgress
-    proc: subprocess.Popen[bytes] | None = None
-    orphan: bool = False  # an earlier server's process, asked to stop
+    process: runner.JobProcess | None = None  # while RUNNING
 
 
 class JobManager:
@@ -161,7 +146,7 @@ class JobManager:
         ends (signalling it again would cut its checkpoint save short)."""
         r = job.record
         if r.pid is not None and runner.is_alive(r.pid, r.pid_start):
-            job.orphan = True
+            job.process = runner.JobProcess(r.pid, r.pid_start)
             r.reason = f"still running: its process (pid {r.pid}) outlived the previous server"
             self.store.save(r)
             log.warning("job %s: %s", r.job_id, r.reason)
@@ -225,8 +210,8 @@ class JobManager:
             if r.state is JobState.QUEUED:
                 self._set_state(job, JobState.CANCELLED, "cancelled by CancelJob while queued")
             elif r.state is JobState.RUNNING:
-                if r.pid is not None:
-                    runner.signal_process(r.pid, signal.SIGTERM)
+                if job.process is not None:
+                    job.process.signal(signal.SIGTERM)
                 r.reason = ("stopping at once: CancelJob was called again" if r.cancel_requested
                             else "stopping: CancelJob asked it to finish its step and save")
                 r.cancel_requested = True
@@ -255,7 +240,7 @@ class JobManager:
                 raise JobStateError(f"job {job_id} has trained all its {step} steps; give a "
                                     "larger max_iters to train it longer")
             r.max_iters, r.resume, r.queued_at = target, True, time.time()
-            how = (f"resume from step {step}" if self._resumable(job_id)
+            how = (f"resume from step {step}" if runner.can_resume(self.root / job_id)
                    else "start over (it saved no checkpoint)")
             self._set_state(job, JobState.QUEUED, f"waiting for a slot, to {how}")
             pb = self._pb(job)
@@ -332,9 +317,6 @@ class JobManager:
         queued = [j for j in self._jobs.values() if j.record.state is JobState.QUEUED]
         return sorted(queued, key=lambda j: j.record.queued_at or j.record.created_at)
 
-    def _resumable(self, job_id: str) -> bool:
-        return (self.root / job_id / LATEST / TRAINER_STATE_FILE).is_file()
-
     def _set_state(self, job: _Job, state: JobState, reason: str) -> None:
         job.record.state, job.record.reason = state, reason
         if not state.active:
@@ -367,18 +349,14 @@ class JobManager:
 
     def _tick(self) -> None:
         for job in list(self._jobs.values()):
-            if job.record.state is not JobState.RUNNING:
+            if job.process is None:
                 continue
-            if job.proc is not None:
-                returncode = job.proc.poll()
-                if returncode is not None:
-                    self._finish(job, returncode)
-                    continue
-            elif job.orphan and not runner.is_alive(job.record.pid or 0, job.record.pid_start):
-                self._finish(job, None, why_gone=GONE)
+            ended, returncode = job.process.ended()
+            if ended:
+                self._finish(job, returncode, GONE if job.process.adopted else None)
                 continue
             job.progress.refresh()
-            self._report_progress(job)
+            report_progress(self.metrics, job.record.job_id, job.progress.history)
         running = sum(j.record.state is JobState.RUNNING for j in self._jobs.values())
         for job in self._queue()[:max(0, self.settings.max_concurrent - running)]:
             self._launch(job)
@@ -386,21 +364,18 @@ class JobManager:
 
     def _launch(self, job: _Job) -> None:
         r, folder = job.record, self.root / job.record.job_id
-        start = "new"
-        if r.resume:
-            start = "resume" if self._resumable(r.job_id) else "over"
+        start = runner.start_kind(r.resume, folder)
         argv = runner.job_command(job.plan, folder, python=self.settings.python,
                                   parent=os.getpid(), start=start, max_iters=r.max_iters,
                                   allow_private_urls=self.settings.limits.allow_private_urls)
         try:
-            job.proc = runner.spawn(argv, folder, f"run {r.runs + 1} ({start})")
+            job.process = runner.JobProcess.start(argv, folder, f"run {r.runs + 1} ({start})")
         except OSError as exc:
             self._set_state(job, JobState.FAILED, f"its process could not start: {exc}")
             return
-        r.pid, r.pid_start = job.proc.pid, runner.process_start_time(job.proc.pid)
+        r.pid, r.pid_start = job.process.pid, job.process.start_time
         r.runs, r.started_at, r.ended_at, r.cancel_requested = r.runs + 1, time.time(), None, False
-        what = {"new": "started", "resume": "resuming from its latest checkpoint",
-                "over": "starting over"}[start]
+        what = runner.STARTS[start]
         self._set_state(job, JobState.RUNNING, f"{what} (run {r.runs})")
         log.info("job %s: %s, pid %d", r.job_id, what, r.pid)
 
@@ -412,7 +387,7 @@ class JobManager:
         ending = runner.Ending(returncode, job.progress.history, tail, r.cancel_requested,
                                why_gone, r.job_id)
         state, reason = runner.outcome(ending)
-        job.proc, job.orphan, r.pid, r.pid_start = None, False, None, None
+        job.process, r.pid, r.pid_start = None, None, None
         r.resume = False
         self._set_state(job, state, reason)
         if self.metrics is not None:
@@ -427,41 +402,16 @@ class JobManager:
         """Shutdown: SIGTERM every running job, wait up to the grace period, then SIGKILL our
         own processes; an adopted one still alive is left to the next server."""
         with self._lock:
-            running = [j for j in self._jobs.values()
-                       if j.record.state is JobState.RUNNING and j.record.pid is not None]
-            for job in running:
-                runner.signal_process(job.record.pid, signal.SIGTERM)  # type: ignore[arg-type]
-        deadline = time.monotonic() + self._grace
-        while time.monotonic() < deadline and any(self._alive(j) for j in running):
-            time.sleep(0.05)
+            running = [(j, j.process) for j in self._jobs.values() if j.process is not None]
+            for _, process in running:
+                process.signal(signal.SIGTERM)
+        runner.wait_until_ended([process for _, process in running], self._grace)
         with self._lock:
-            for job in running:
-                proc = job.proc
-                if proc is not None:
-                    if proc.poll() is None:
-                        runner.signal_process(proc.pid, signal.SIGKILL)
-                        proc.wait()
-                    self._finish(job, proc.returncode, why_gone="the server shut down")
-                elif not self._alive(job):
-                    self._finish(job, None, why_gone="the server shut down")
-
-    @staticmethod
-    def _alive(job: _Job) -> bool:
-        if job.proc is not None:
-            return job.proc.poll() is None
-        return runner.is_alive(job.record.pid or 0, job.record.pid_start)
+            for job, process in running:
+                process.kill()
+                ended, returncode = process.ended()
+                if ended:
+                    self._finish(job, returncode, why_gone="the server shut down")
 
     def _report_states(self) -> None:
-        if self.metrics is None:
-            return
-        counts = {state.name: 0 for state in JobState}
-        for job in self._jobs.values():
-            counts[job.record.state.name] += 1
-        self.metrics.set_jobs_by_state(counts)
-
-    def _report_progress(self, job: _Job) -> None:
-        steps = job.progress.history.steps
-        if self.metrics is not None and steps:
-            last = steps[-1]
-            self.metrics.set_job_progress(job.record.job_id, float(last.get("loss") or 0.0),
-                                          float(last.get("tokens_per_sec") or 0.0))
+        report_states(self.metrics, (job.record.state for job in self._jobs.values()))

@@ -19,13 +19,16 @@ import re
 import shlex
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import trainer
+from nanollm.checkpoint import TRAINER_STATE_FILE
 from trainer.jobs.events import JobHistory
 from trainer.jobs.spec import JobPlan
 from trainer.jobs.store import CONFIG_FILE, OUTPUT_FILE, JobState
+from trainer.model_init import LATEST
 
 # Set by torchrun for its ranks: a job must not inherit them from a server started under it.
 _DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK",
@@ -33,6 +36,23 @@ _DIST_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK
 _ERROR_LINE = re.compile(r"^(?:[\w.-]+: )?error: (.+)$")
 # The package root, so `python -m trainer.cli` imports this code from any working directory.
 _SOURCE_ROOT = str(Path(trainer.__file__).resolve().parent.parent)
+
+
+STARTS = {"new": "started", "resume": "resuming from its latest checkpoint",
+          "over": "starting over"}
+
+
+def can_resume(job_dir: Path) -> bool:
+    """Whether the job saved a checkpoint that `gpt-train --init-from resume` continues."""
+    return (job_dir / LATEST / TRAINER_STATE_FILE).is_file()
+
+
+def start_kind(resume: bool, job_dir: Path) -> str:
+    """"new" for a first run; a resumed job continues ("resume") or, never having saved a
+    checkpoint, starts over ("over")."""
+    if not resume:
+        return "new"
+    return "resume" if can_resume(job_dir) else "over"
 
 
 def job_command(plan: JobPlan, job_dir: Path, *, python: str, parent: int, start: str,
@@ -105,9 +125,48 @@ def is_alive(pid: int, start: int | None) -> bool:
     return start is None or int(fields[19]) == start
 
 
-def signal_process(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just exited
-        os.kill(pid, sig)
+class JobProcess:
+    """A job's top process: one this server started, or one adopted from an earlier server
+    (known by its pid and start time only, so its exit code is not known)."""
+
+    def __init__(self, pid: int, start_time: int | None,
+                 popen: subprocess.Popen[bytes] | None = None) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self._popen = popen
+
+    @classmethod
+    def start(cls, argv: list[str], job_dir: Path, header: str) -> JobProcess:
+        popen = spawn(argv, job_dir, header)
+        return cls(popen.pid, process_start_time(popen.pid), popen)
+
+    @property
+    def adopted(self) -> bool:
+        return self._popen is None
+
+    def ended(self) -> tuple[bool, int | None]:
+        """(whether it has ended, its exit status when known)."""
+        if self._popen is not None:
+            returncode = self._popen.poll()
+            return returncode is not None, returncode
+        return not is_alive(self.pid, self.start_time), None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):  # it has just exited
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL one this server started (gpt-train under it dies with it); leave an adopted
+        one alone, for the next server to follow."""
+        if self._popen is not None and self._popen.poll() is None:
+            self.signal(signal.SIGKILL)
+            self._popen.wait()
+
+
+def wait_until_ended(processes: list[JobProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not all(p.ended()[0] for p in processes):
+        time.sleep(0.05)
 
 
 @dataclass
