@@ -1,6 +1,6 @@
 """A gpt-server killed outright (SIGKILL) mid-job: its job saves and stops, the restarted server
 finds it INTERRUPTED, and ResumeJob finishes it with every step logged once and the same losses
-as a job that was never interrupted."""
+as a job that was never interrupted. A graceful shutdown interrupts a running job the same way."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_a_killed_server_leaves_its_job_interrupted_and_resume_continues_it_exac
         tmp_path: Path) -> None:
     small_text(tmp_path / "data")
     jobs = tmp_path / "jobs"
-    args = ["--checkpoint", str(tiny_byte_checkpoint(tmp_path / "ckpt")), "--grpc-port", "0",
+    args = ["--checkpoint", str(tiny_byte_checkpoint(tmp_path / "ckpt")), "--grpc-only",
+            "--grpc-port", "0",
             "--metrics-port", "-1", "--device", "cpu", "--dtype", "float32",
             "--jobs-root", str(jobs), "--data-root", str(tmp_path / "data"),
             "--max-concurrent-jobs", "2", "--log-dir", str(tmp_path / "logs")]
@@ -109,12 +110,23 @@ def test_a_killed_server_leaves_its_job_interrupted_and_resume_continues_it_exac
         assert (done.runs, done.step) == (2, 60)
         snapshot = next(iter(second.train.WatchJob(train_pb2.WatchJobRequest(job_id=job_id))))
         assert [s.step for s in snapshot.snapshot.steps] == list(range(1, 61))
+        # A finished job trains longer; a graceful shutdown then stops it with a checkpoint.
+        longer = second.train.ResumeJob(train_pb2.ResumeJobRequest(job_id=job_id,
+                                                                    max_iters=100_000)).job
+        assert longer.max_iters == 100_000
+        wait_job(second.train, job_id, lambda j: j.step >= 63, what="step 63")
     finally:
         assert second.stop(signal.SIGTERM) == 0
+    state = json.loads((jobs / job_id / "state.json").read_text())
+    last = read_events(jobs / job_id)[-1]
+    assert (state["state"], last["type"], last["signal"]) == ("INTERRUPTED", "end", "SIGTERM")
+    assert state["reason"] == (f"the server shut down at step {last['step']}; {job_id}/latest "
+                               f"holds step {last['step']}; ResumeJob continues it from there")
     # Every step logged once, across the two runs, with the losses of the uninterrupted job.
-    got, want = step_losses(jobs / job_id), step_losses(jobs / reference)
+    got, want = step_losses(jobs / job_id)[:60], step_losses(jobs / reference)
     assert [s for s, _ in got] == list(range(1, 61)) == [s for s, _ in want]
     for (step, loss), (_, expected) in zip(got, want, strict=True):
         assert abs(loss - expected) < 1e-5, (step, loss, expected)
     starts = [e for e in read_events(jobs / job_id) if e["type"] == "start"]
-    assert [(e["step"], e["resumed"]) for e in starts] == [(0, False), (stopped_at, True)]
+    assert [(e["step"], e["resumed"]) for e in starts] == [(0, False), (stopped_at, True),
+                                                           (60, True)]

@@ -160,21 +160,23 @@ class JobManager:
         """Validate `spec` whole (SpecError lists every bad field), then make the job's folder
         and queue it. Nothing is written for a spec that fails."""
         self._refuse_when_unavailable()
-        job_id = new_job_id()
         plan = validate_spec(spec, self.settings.limits, self.rules, self.checkpoint_of)
-        preflight(plan, self.root / job_id)
-        if plan.model_name == "":
-            plan.model_name = job_id
-        now = time.time()
-        record = JobRecord(
-            job_id=job_id, name=spec.name, state=JobState.QUEUED, reason="waiting for a slot",
-            created_at=now, queued_at=now,
-            max_iters=int(plan.train.get("max_iters", DEFAULT_MAX_ITERS)),
-            uploaded_bytes=len(plan.data.text or b""))
+        preflight(plan, self.root / new_job_id())  # a folder that does not exist yet
         with self._lock:
             if not self._opened and not self._closing:
                 self._open()
             self._refuse_when_unavailable()
+            job_id = new_job_id()
+            while (self.root / job_id).exists():  # the same second and random tail
+                job_id = new_job_id()
+            if plan.model_name == "":
+                plan.model_name = job_id
+            now = time.time()
+            record = JobRecord(
+                job_id=job_id, name=spec.name, state=JobState.QUEUED,
+                reason="waiting for a slot", created_at=now, queued_at=now,
+                max_iters=int(plan.train.get("max_iters", DEFAULT_MAX_ITERS)),
+                uploaded_bytes=len(plan.data.text or b""))
             self.store.create(record, plan)
             plan.data.text = None  # on disk now; not kept in memory
             job = _Job(record, plan, JobProgress(self.root / job_id))
