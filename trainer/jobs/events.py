@@ -22,7 +22,6 @@ from typing import Any
 
 from trainer.events import EVENTS_FILE
 
-READ_LIMIT = 4 << 20  # bytes read per refresh at most; the rest comes with the next one
 MAX_LINE = 4000  # console lines are cut to this many characters
 MAX_HISTORY = 20_000  # logged steps kept for a snapshot (the oldest are dropped beyond)
 
@@ -48,7 +47,7 @@ class FileTail:
             with open(self.path, "rb") as f:
                 self._reset_if_replaced(os.fstat(f.fileno()))
                 f.seek(self.offset)
-                data = f.read(READ_LIMIT)
+                data = f.read()
         except FileNotFoundError:
             return []
         self.offset += len(data)
