@@ -140,7 +140,7 @@ def launch_server(checkpoint: Path, workdir: Path, args: argparse.Namespace
     """`gpt-server` on a free loopback port, in its own process with torch pinned to
     --threads. It loads while this process prepares its baselines; see wait_ready."""
     port = free_port()
-    cmd = [sys.executable, "-m", "server.cli", "--checkpoint", str(checkpoint),
+    cmd = [sys.executable, "-m", "server.cli", "--checkpoint", str(checkpoint), "--grpc-only",
            "--grpc-port", str(port), "--metrics-port", "-1", "--device", args.device,
            "--dtype", args.dtype, "--threads", str(args.threads),
            "--max-batch-size", str(args.concurrency),

@@ -348,8 +348,11 @@ class ServerConfig(BaseConfig):
     """The gRPC server and REST gateway (`gpt-server`); docs/server.md describes each field."""
 
     host: str = option("127.0.0.1", "address the servers bind to (loopback: this machine only)")
-    port: int = option(8080, "REST gateway (OpenAI API and web UI) port",
+    port: int = option(8080, "REST gateway (OpenAI API and web UI) port (0 = any free port)",
                        min=0, max=65535)
+    grpc_only: bool = option(False, "serve gRPC only: no REST gateway and web UI")
+    grpc_target: str | None = option(None, "serve only the REST gateway and web UI, in front of "
+                                           "the gRPC server at HOST:PORT (plaintext)")
     grpc_host: str | None = option(None, "address the gRPC server binds to (default: host)")
     grpc_port: int = option(50051, "gRPC port (0 = any free port)", min=0, max=65535)
     metrics_host: str | None = option(None, "address of the Prometheus /metrics endpoint "
@@ -385,8 +388,10 @@ class ServerConfig(BaseConfig):
     admin_keys: list[str] = option(  # noqa: RUF009
         default_factory=list, help="admin API keys, needed for ModelAdminService (repeatable)")
     admin_key_file: str | None = option(None, "file of admin API keys, one per line")
-    tls_cert: str | None = option(None, "PEM certificate chain: serve gRPC over TLS")
+    tls_cert: str | None = option(None, "PEM certificate chain: serve gRPC and REST over TLS")
     tls_key: str | None = option(None, "PEM private key of tls_cert")
+    tls_server_name: str = option("localhost", "name in tls_cert that the built-in REST gateway "
+                                               "checks when it dials the gRPC port over TLS")
     jobs_root: str = option("jobs", "folder of the training jobs (TrainService): each job's "
                                     "spec, state, log and checkpoints live in a folder here")
     data_roots: list[str] = option(  # noqa: RUF009
@@ -402,13 +407,31 @@ class ServerConfig(BaseConfig):
                                              " link-local and cloud metadata addresses (local "
                                              "use only: clients choose the URLs)")
     log_dir: str = option("logs", "server log folder (rotating server.log)")
-    cors_enabled: bool = option(False, "allow cross-origin browser requests to the REST API")
+    cors_origins: list[str] = option(  # noqa: RUF009
+        default_factory=list, help="browser origins (https://app.example.com) allowed to call "
+                                   "the REST API from other sites (repeatable; default: none, "
+                                   "CORS off)")
 
     def validate(self) -> None:
         super().validate()
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("ServerConfig.tls_cert and ServerConfig.tls_key go together: give "
                               "both to serve over TLS, or neither")
-        for name in ("model_roots", "data_roots", "api_keys", "admin_keys"):
+        for name in ("model_roots", "data_roots", "api_keys", "admin_keys", "cors_origins"):
             if not all(isinstance(v, str) and v for v in getattr(self, name)):
                 raise ConfigError(f"ServerConfig.{name} must be a list of non-empty strings")
+        if self.grpc_target is not None:
+            self._check_gateway_only()
+
+    def _check_gateway_only(self) -> None:
+        """grpc_target runs the gateway alone: settings of a local model make no sense then."""
+        target = self.grpc_target or ""
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise ConfigError(f"ServerConfig.grpc_target = {target!r} must be HOST:PORT")
+        if self.grpc_only:
+            raise ConfigError("ServerConfig.grpc_only and ServerConfig.grpc_target exclude each "
+                              "other: grpc_only serves gRPC alone, grpc_target the gateway alone")
+        if self.checkpoint is not None or self.model_type is not None:
+            raise ConfigError("ServerConfig.grpc_target serves the gateway alone: the model "
+                              "(checkpoint, model_type) belongs to the gRPC server it names")

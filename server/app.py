@@ -1,8 +1,6 @@
 """Build, run and stop the gRPC server.
 
-    exit_code = asyncio.run(serve(config))          # what gpt-server runs; SIGTERM drains
-
-    server = NanoLLMServer(config)                   # embedding it (tests do)
+    server = NanoLLMServer(config)                   # server/launcher.py runs it; tests too
     port = await server.start()                      # bound, answering; health NOT_SERVING
     await server.load_default_model()                # READY and warmed up; health SERVING
     await server.shutdown(grace=30)                  # drain, finish or cancel, stop
@@ -17,19 +15,15 @@ root, which it locks once the ports are bound.
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 import nanollm
 from nanollm.config import ConfigError, GenerationConfig, ServerConfig
-from nanollm.device import inference_threads
 from nanollm.loader import ModelLoader
 from nanollm.v1 import generate_pb2_grpc, model_admin_pb2_grpc, train_pb2_grpc
 from server.admin_service import ModelAdminService
@@ -45,8 +39,6 @@ from server.train_service import SPEC_RULES, TRAIN_SERVICE, TrainService
 from server.validation import LoadSpec
 from trainer.jobs.manager import JobManager, JobsSettings
 from trainer.jobs.spec import SpecLimits
-
-log = logging.getLogger(__name__)
 
 # grpc enables SO_REUSEPORT by default: a second server on a busy port would bind silently.
 GRPC_OPTIONS = [("grpc.so_reuseport", 0)]
@@ -212,41 +204,3 @@ class NanoLLMServer:
         if self.health is not None:
             await self.health.update(self.registry.default_ready)
 
-
-async def serve(config: ServerConfig, on_listening: Callable[[], None] = lambda: None) -> int:
-    """Run until SIGTERM or SIGINT, then shut down gracefully; returns the exit code.
-    `on_listening` runs once the port is bound (the CLI starts its log file there)."""
-    server = NanoLLMServer(config)
-    await server.start()
-    on_listening()
-    scheme = "TLS" if server.credentials is not None else "plaintext"
-    log.info("gRPC server listening on %s (%s); loading model %r", server.address, scheme,
-             config.model_name)
-    if server.metrics_port is not None:
-        log.info("Prometheus metrics on http://%s/metrics",
-                 _address(config.metrics_host or config.host, server.metrics_port))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loading = asyncio.ensure_future(server.load_default_model())
-    stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait([loading, stopping], return_when=asyncio.FIRST_COMPLETED)
-    if loading.done() and loading.exception() is not None:
-        log.error("the default model could not be loaded: %s", loading.exception())
-        await server.shutdown(grace=0.0)
-        return 1
-    if loading.done():
-        entry = loading.result()
-        if config.threads is not None or entry.device == "cpu":
-            torch.set_num_threads(inference_threads(entry.parameter_count, config.threads))
-        flag = "-plaintext " if server.credentials is None else ""
-        log.info("ready: model %r serves on %s. Try:\n  grpcurl %s-d '{\"prompt\": \"ROMEO:\", "
-                 "\"sampling\": {\"max_tokens\": 40}}' %s nanollm.v1.GenerateService/"
-                 "StreamGenerate", entry.name, server.address, flag, server.address)
-    await stopping
-    log.info("shutting down: draining (grace period %.0f s)", config.grace_period)
-    loading.cancel()
-    await server.shutdown(config.grace_period)
-    log.info("stopped")
-    return 0

@@ -1,22 +1,31 @@
-"""gpt-server: serve GPT-2-family models over gRPC (GenerateService, ModelAdminService, health,
-reflection) with Prometheus metrics, and run training jobs (TrainService).
+"""gpt-server: serve GPT-2-family models over gRPC (GenerateService, ModelAdminService,
+TrainService, health, reflection) and, in the same process, the REST gateway (OpenAI-compatible
+API and web UI) in front of it, with Prometheus metrics.
 
-    gpt-server                                          # the shipped demo model, 127.0.0.1:50051
+    gpt-server                          # the shipped demo model: gRPC 127.0.0.1:50051, REST and
+                                        # web UI http://127.0.0.1:8080, metrics :9090
+    gpt-server --port 0 --grpc-port 0   # any free ports (the log shows the bound ones)
     gpt-server --checkpoint out/shakespeare/best --max-batch-size 16
     gpt-server --model-type gpt2 --device cuda --dtype bfloat16
     gpt-server --config config/server_config.yaml --grpc-port 6000   # flags override the file
     gpt-server --api-key-file keys.txt --admin-key-file admin.txt --tls-cert c.pem --tls-key k.pem
+    gpt-server --grpc-only                                  # gRPC alone (replicas behind Envoy)
+    gpt-server --grpc-target models.internal:50051 --port 8080  # the gateway alone
     gpt-server --jobs-root jobs --data-root data --max-concurrent-jobs 2   # training jobs
 
 Then, from another terminal (grpcurl needs no proto files: the server has reflection):
 
     grpcurl -plaintext -d '{"prompt": "ROMEO:"}' 127.0.0.1:50051 \\
         nanollm.v1.GenerateService/StreamGenerate
+    curl http://127.0.0.1:8080/v1/completions -H 'Content-Type: application/json' \\
+        -d '{"model": "gpt", "prompt": "ROMEO:", "max_tokens": 40}'
 
-Each request is logged (id, model, tokens, timings, status) to the console and to a rotating
-<log-dir>/server.log. SIGTERM or Ctrl-C drains: health turns NOT_SERVING, new requests get
-UNAVAILABLE, in-flight ones get --grace-period seconds to finish, then are cancelled. Bad flags,
-values or files give a one-line message on stderr and exit code 2.
+The gateway reaches gRPC through a channel to the gRPC port, as a remote one would, so API keys
+hold on every REST route too (it forwards `Authorization: Bearer <key>`). Each request is logged
+(id, model, tokens, timings, status) to the console and to a rotating <log-dir>/server.log.
+SIGTERM or Ctrl-C drains: health turns NOT_SERVING (/ready 503), new requests get UNAVAILABLE
+(503), in-flight ones get --grace-period seconds to finish, then are cancelled; the exit code is
+0. Bad flags, values or files, or a busy port give a one-line message on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -39,9 +48,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_BYTES, LOG_BACKUPS = 10_000_000, 5
 # Flag spellings for list fields, which take one value per flag: --api-key A --api-key B.
 RENAMED = {"api_keys": "api_key", "admin_keys": "admin_key", "model_roots": "model_root",
-           "data_roots": "data_root"}
-# Settings of the REST gateway, which a later part of gpt-server will use.
-NOT_FLAGS = ("cors_enabled",)
+           "data_roots": "data_root", "cors_origins": "cors_origin"}
 
 
 class UsageError(Exception):
@@ -58,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                      epilog="docs/server.md describes every setting.")
     parser.add_argument("--config", metavar="PATH",
                         help="ServerConfig file (YAML or JSON); flags given here override it")
-    add_config_flags(parser, ServerConfig, skip=NOT_FLAGS, rename=RENAMED)
+    add_config_flags(parser, ServerConfig, rename=RENAMED)
     return parser
 
 
@@ -91,7 +98,7 @@ def file_logging(log_dir: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(argv)
-        from server.app import serve  # imports torch and grpc: after the cheap checks
+        from server.launcher import serve  # imports grpc and FastAPI: after the cheap checks
 
         console_logging()
         return asyncio.run(serve(config, on_listening=lambda: file_logging(config.log_dir)))

@@ -71,7 +71,8 @@ class GptServer:
 
     def __init__(self, checkpoint: Path, folder: Path, *extra: str) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        args = [str(BIN / "gpt-server"), "--checkpoint", str(checkpoint), "--grpc-port", "0",
+        args = [str(BIN / "gpt-server"), "--checkpoint", str(checkpoint), "--grpc-only",
+                "--grpc-port", "0",
                 "--metrics-port", "-1", "--device", "cpu", "--dtype", "float32",
                 "--model-root", str(checkpoint.parent), "--grace-period", "1", *extra]
         env = dict(os.environ, OMP_NUM_THREADS="1")

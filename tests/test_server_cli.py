@@ -54,8 +54,8 @@ class ServerProcess:
 
 def test_gpt_server_serves_the_demo_model_logs_requests_and_drains_on_sigterm(
         tmp_path: Path) -> None:
-    server = ServerProcess(["--grpc-port", "0", "--metrics-port", "0", "--grace-period", "30"],
-                           cwd=tmp_path)
+    server = ServerProcess(["--grpc-only", "--grpc-port", "0", "--metrics-port", "0",
+                            "--grace-period", "30"], cwd=tmp_path)
     try:
         ready = server.wait_for_line(r"ready: model 'gpt' serves on 127\.0\.0\.1:(\d+)")
         metrics_port = server.wait_for_line(r"metrics on http://127\.0\.0\.1:(\d+)/metrics")[1]
@@ -117,7 +117,8 @@ def test_bad_command_lines_exit_2_with_one_line_and_create_nothing(
     monkeypatch.chdir(work)
     port = str(busy_port[1])
     args = [a.replace("CKPT", str(ckpt)).replace("BUSY", port) for a in args]
-    assert main([*args, "--metrics-port", "-1"] if "--metrics-port" not in args else args) == 2
+    args = [*args, "--grpc-only"] + ([] if "--metrics-port" in args else ["--metrics-port", "-1"])
+    assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpt-server: error: ")
     assert message.replace("BUSY", port) in err[0]
