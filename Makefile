@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 install: $(STAMP)  ## create .venv and install nanollm with dev tools
 
-# The main job: the gRPC server on the shipped demo model (docs/server.md). Set-up included.
+# The main job: gpt-server on the shipped demo model, gRPC and the REST gateway (OpenAI API and
+# web UI) together (docs/server.md). Set-up included. It prints its addresses and lines to try.
 GRPC_PORT ?= 50051
+HTTP_PORT ?= 8080
 .PHONY: serve
-serve: install  ## start gpt-server on the demo model, gRPC on 127.0.0.1:50051 (GRPC_PORT=, ARGS=)
-	@echo "gpt-server: gRPC on 127.0.0.1:$(GRPC_PORT), Prometheus metrics on 127.0.0.1:9090. In another terminal, try:"
-	@echo "  $(BIN)/grpcurl -plaintext -d '{\"prompt\": \"ROMEO:\", \"sampling\": {\"max_tokens\": 60}}' 127.0.0.1:$(GRPC_PORT) nanollm.v1.GenerateService/StreamGenerate"
-	$(BIN)/gpt-server --grpc-port $(GRPC_PORT) $(ARGS)
+serve: install  ## gpt-server on the demo model: web UI and OpenAI API on :8080, gRPC on :50051 (HTTP_PORT=, GRPC_PORT=, ARGS=)
+	$(BIN)/gpt-server --port $(HTTP_PORT) --grpc-port $(GRPC_PORT) $(ARGS)
 
 # PROMPT reaches gpt-generate verbatim (quotes, $, backslashes): its unexpanded value, single-
 # quoted for the shell with each ' written as '\''.

@@ -167,3 +167,16 @@ def test_bad_command_lines_exit_2_with_one_line_and_create_nothing(
     assert message.replace("BUSY", port) in err[0]
     assert list(work.iterdir()) == []
     busy_port[0].close()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_serve_runs_gpt_server_on_the_demo_model() -> None:
+    """`make serve` (README's main command) is the command the test above runs, with its ports
+    (-o: the install stamp counts as up to date, so nothing is reinstalled)."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", "serve",
+                           "HTTP_PORT=0", "GRPC_PORT=0", "ARGS=--metrics-port 0"],
+                          cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        ".venv/bin/gpt-server --port 0 --grpc-port 0 --metrics-port 0"]
