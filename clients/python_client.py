@@ -70,17 +70,21 @@ def sync_examples(args: argparse.Namespace) -> None:
             for violation in err.field_violations:
                 print(f"  {violation.field}: {violation.description}")
 
+        # Any key may read the model list; changing it takes the admin key.
+        models = client.list_models()
+        for model in models.models:
+            print(f"model {model.name}: {model_admin_pb2.ModelState.Name(model.state)}, "
+                  f"{model.parameter_count} parameters, {model.device}/{model.dtype}"
+                  f"{' (default)' if model.is_default else ''}")
+
     with Client(args.target, api_key=args.admin_key or args.api_key,
                 timeout=args.timeout) as admin:
         try:
-            models = admin.list_models()
+            admin.set_default_model(models.default_model)
         except (UnauthenticatedError, PermissionDeniedError) as err:
-            print(f"list models: {err.code.name} (pass --admin-key)")
+            print(f"set default model: {err.code.name} (pass --admin-key)")
         else:
-            for model in models.models:
-                print(f"model {model.name}: {model_admin_pb2.ModelState.Name(model.state)}, "
-                      f"{model.parameter_count} parameters, {model.device}/{model.dtype}"
-                      f"{' (default)' if model.is_default else ''}")
+            print(f"set default model: {models.default_model}")
 
 
 async def async_examples(args: argparse.Namespace) -> None:

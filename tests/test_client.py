@@ -206,10 +206,11 @@ def test_keys(srv: ServerThread, key: str | None, error: type[NanoLLMError],
               message: str) -> None:
     with Client(srv.target, api_key=key) as c:
         with pytest.raises(error) as caught:
-            c.list_models()
+            c.set_default_model("gpt")  # an admin RPC
         assert caught.value.message == message
         if key == USER:
             assert c.generate("x", max_tokens=1).usage.completion_tokens == 1
+            assert [m.name for m in c.list_models().models] == ["gpt"]  # readable by users
         else:
             with pytest.raises(error):
                 c.generate("x", max_tokens=1)

@@ -46,6 +46,7 @@ def test_python_client_example(srv: ServerThread) -> None:
             "  sampling.max_tokens: must be >= 1\n"
             "  sampling.top_p: must be in (0, 1], got 1.5\n") in out
     assert "model gpt: MODEL_STATE_READY, 35744 parameters, cpu/float32 (default)" in out
+    assert "set default model: gpt" in out
     # Seed 1 alone (sync) and batched with seeds 2 and 3 (async) give the same text.
     (alone,) = re.findall(r"^stream seed 1: (.*)$", out, re.M)
     (batched,) = re.findall(r"^async stream seed 1: (.*)$", out, re.M)
@@ -56,7 +57,8 @@ def test_python_client_example_without_the_admin_key(srv: ServerThread) -> None:
     done = run([sys.executable, "clients/python_client.py", "--target", srv.target,
                 "--api-key", USER, "--max-tokens", "4"])
     assert done.returncode == 0, done.stderr
-    assert "list models: PERMISSION_DENIED (pass --admin-key)" in done.stdout
+    assert "model gpt: MODEL_STATE_READY, 35744 parameters, cpu/float32 (default)" in done.stdout
+    assert "set default model: PERMISSION_DENIED (pass --admin-key)" in done.stdout
 
 
 def test_python_client_example_reports_a_refused_key(srv: ServerThread) -> None:

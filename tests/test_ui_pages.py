@@ -138,17 +138,22 @@ def test_key_is_asked_once_kept_and_sent(browser: Any, keyed: UiStack) -> None:
     assert wait_text(page, "#stat-finish", " · ").startswith("length")
     assert text(page, "#stat-completion") == "8 tokens"
 
-    # A user key cannot manage models: the server's message is shown.
+    # A user key reads the model list but cannot change it: the server's message is shown.
     page.goto(keyed.url + "/#models")
-    denied = httpx2.get(f"{keyed.url}/v1/admin/models",
-                        headers={"Authorization": f"Bearer {USER_KEY}"})
+    model_row(page, "gpt")
+    denied = httpx2.post(f"{keyed.url}/v1/admin/models", json={"name": "x", "path": "x"},
+                         headers={"Authorization": f"Bearer {USER_KEY}"})
     assert denied.status_code == 403
-    assert wait_text(page, "#models-error", denied.json()["error"]["message"])
+    page.fill("#load-name", "x")
+    page.fill("#load-path", "x")
+    page.click("#load-submit")
+    assert wait_text(page, "#load-status", denied.json()["error"]["message"])
     page.click("#key-button")
     page.fill("#key-input", ADMIN_KEY)
     page.click("#key-save")
-    page.click("#models-refresh")
-    model_row(page, "gpt")
+    page.click("#load-submit")  # now refused for the path, not the key
+    page.wait_for_function("!document.getElementById('load-status').textContent"
+                           ".includes('admin key')")
     assert page.is_hidden("#models-error")
 
     # Kept across reloads: no dialog, the key goes with every call.
