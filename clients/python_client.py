@@ -8,7 +8,7 @@
 It tokenizes the prompt, generates a greedy completion, streams a seeded one piece by piece,
 runs three streams at once with the asyncio client, shows how a bad request comes back
 (INVALID_ARGUMENT with one field violation per bad field), and lists the loaded models
-(that needs the admin key when the server has keys).
+(any key may read it; setting the default model needs the admin key).
 """
 
 from __future__ import annotations
