@@ -194,12 +194,14 @@ def test_deadline_is_504_and_mid_stream_error_frame(stack: Stack) -> None:
     with GatewayThread(stack.server.target, timeout=3.0) as gateway:
         client = OpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
         with pytest.raises(openai.InternalServerError) as late:
-            client.completions.create(model="gpt", prompt="Hi", max_tokens=90_000)
+            # stop_at_eos off: a sampled end-of-text must not end the request before 3 s.
+            client.completions.create(model="gpt", prompt="Hi", max_tokens=90_000,
+                                      extra_body={"stop_at_eos": False})
         assert late.value.status_code == 504 and late.value.code == "timeout"
         received: list[str] = []
         with pytest.raises(openai.APIError) as mid_stream:
             for chunk in client.completions.create(model="gpt", prompt="Hi", max_tokens=90_000,
-                                                   stream=True):
+                                                   stream=True, extra_body={"stop_at_eos": False}):
                 received.append(chunk.choices[0].text)
         assert received, "the stream failed before its first chunk"
         assert mid_stream.value.code == "timeout"
