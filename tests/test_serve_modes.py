@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import shutil
 import ssl
+import statistics
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,19 @@ def test_keys_hold_on_every_rest_route(keyed: GptServerProcess) -> None:
     refused = httpx2.post(f"{base}/v1/completions", json=COMPLETION).json()["error"]
     assert refused["type"] == "authentication_error"
     assert any('-H "Authorization: Bearer $API_KEY"' in line for line in keyed.lines)
+
+
+def test_small_answers_are_not_held_back_waiting_for_acks(keyed: GptServerProcess) -> None:
+    """Without TCP_NODELAY on the HTTP socket, a response written in two pieces (headers, then
+    body or each streamed chunk) waits for the client's delayed ACK: about 40 ms each time."""
+    with httpx2.Client(base_url=keyed.rest_url, timeout=10) as http:
+        http.get("/health")  # the connection, kept alive for the timed requests
+        times = []
+        for _ in range(15):
+            start = time.perf_counter()
+            assert http.get("/health").status_code == 200
+            times.append(time.perf_counter() - start)
+    assert statistics.median(times) < 0.020, times
 
 
 def test_cors_answers_only_the_configured_origin(keyed: GptServerProcess) -> None:
