@@ -65,6 +65,10 @@ bench-train: install  ## training tokens/s and MFU vs a transformers loop
 bench-serve: install  ## gRPC serving: TTFT/ITL/E2E, throughput, vs concurrency 1, HF and in-process
 	$(BIN)/python bench/serve.py
 
+.PHONY: bench-gateway
+bench-gateway: install  ## REST/SSE through the gateway vs gRPC direct: throughput ratio, added TTFT
+	$(BIN)/python bench/gateway.py
+
 # System tools some tests start for real: the Prometheus server of tests/test_prometheus.py and
 # the Chromium that tests/test_ui_*.py drive with Playwright (never `playwright install`: it
 # downloads a browser). Those tests skip without them on a developer machine; .ci/run installs them.
