@@ -100,7 +100,7 @@ async def _serve_gateway_only(config: ServerConfig, on_listening: Callable[[], N
     await gateway.start(BackendSettings(target=target))
     log.info("REST gateway on %s, in front of the gRPC server at %s (gateway only)",
              gateway.url, target)
-    log.info("ready:\n%s", banner(Addresses(
+    log.info("/ready answers 200 while that server serves\n%s", banner(Addresses(
         model=config.model_name, grpc=None, rest=gateway.url, metrics=None,
         tls_cert=config.tls_cert, tls_server_name=config.tls_server_name,
         user_keys=False)))
