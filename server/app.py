@@ -65,7 +65,8 @@ def job_manager(config: ServerConfig, metrics: ServerMetrics,
                         max_upload_bytes=config.max_upload_bytes,
                         max_download_bytes=config.max_download_bytes,
                         allow_private_urls=config.allow_private_urls)
-    settings = JobsSettings(root=Path(config.jobs_root).expanduser(), limits=limits,
+    # Absolute: each job's process runs in its own folder, where a relative root would not resolve.
+    settings = JobsSettings(root=Path(config.jobs_root).expanduser().resolve(), limits=limits,
                             max_concurrent=config.max_concurrent_jobs)
     return JobManager(settings, SPEC_RULES, metrics=metrics, on_succeeded=on_succeeded)
 
