@@ -40,8 +40,9 @@ conn=(-plaintext)
 [ -z "$ca_cert" ] || conn=(-cacert "$ca_cert")
 user=()
 [ -z "$api_key" ] || user=(-H "authorization: Bearer $api_key")
-admin=()
-[ -z "$admin_key" ] || admin=(-H "authorization: Bearer $admin_key")
+# Any key may read the model list; the admin key is used when given.
+models_key=("${user[@]}")
+[ -z "$admin_key" ] || models_key=(-H "authorization: Bearer $admin_key")
 
 # Print each command so it can be pasted into a shell (keys masked), then run it.
 show() {
@@ -74,5 +75,5 @@ run "${user[@]}" -d "{\"prompt\": \"$json_prompt\", \"sampling\": {\"max_tokens\
 echo "== stream (seeded)"
 run "${user[@]}" -d "{\"prompt\": \"$json_prompt\", \"sampling\": {\"max_tokens\": 8, \"seed\": 1}}" \
   "$addr" nanollm.v1.GenerateService/StreamGenerate
-echo "== models (admin)"
-run "${admin[@]}" "$addr" nanollm.v1.ModelAdminService/ListModels
+echo "== models"
+run "${models_key[@]}" "$addr" nanollm.v1.ModelAdminService/ListModels
