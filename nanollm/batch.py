@@ -118,8 +118,8 @@ class DecodeBatch:
 
     @property
     def cached_tokens(self) -> int:
-        """Tokens held in the KV cache over all rows (for a usage gauge: / capacity)."""
-        return sum(self._lengths)
+        """Tokens held in the KV cache by active rows (for a usage gauge: / capacity)."""
+        return sum(n for n, row in zip(self._lengths, self._rows, strict=True) if row is not None)
 
     @property
     def capacity(self) -> int:

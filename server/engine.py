@@ -164,7 +164,9 @@ class Engine:
                 raise UnavailableError(f"model {self.name!r} is not accepting requests: it is "
                                        "being unloaded or the server is shutting down",
                                        reason="draining")
-            if len(self._waiting) >= self.settings.max_queue:
+            # Free batch slots take requests too: a burst that fits them is never refused,
+            # even before the engine thread has admitted the earlier ones.
+            if len(self._waiting) >= self.settings.max_queue + self._batch.free_slots:
                 raise QueueFullError(f"model {self.name!r} has {len(self._waiting)} requests "
                                      "waiting (the queue is full); retry later",
                                      retry_after=self._retry_after())

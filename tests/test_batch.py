@@ -54,7 +54,9 @@ def test_request_admitted_mid_generation_gets_the_tokens_it_gets_alone(model: GP
     run(batch, steps=7)  # both rows are mid-generation
     late = seq("hello there", 12)
     assert batch.admit(late) == 2
+    assert batch.cached_tokens == (9 + 6) + (1 + 6)  # prompts, then 6 fed tokens each
     run(batch)
+    assert batch.cached_tokens == 0  # finished rows hold nothing (the KV usage gauge)
     assert late.token_ids == reference_greedy(model, BYTE.encode("hello there"), 12)
     for s, prompt in zip(first, ["To be, or", "x"], strict=True):
         assert s.token_ids == reference_greedy(model, BYTE.encode(prompt), 30)
