@@ -22,7 +22,7 @@ status code and the decoded `google.rpc` details.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -46,6 +46,7 @@ from nanollm.client_errors import (
     UnavailableError,
     from_rpc_error,
 )
+from nanollm.client_streams import AsyncCallStream, CallStream
 from nanollm.client_train import AsyncTrainMethods, AsyncWatchStream, TrainMethods, WatchStream
 from nanollm.v1 import (
     generate_pb2,
@@ -167,27 +168,9 @@ def _load_request(name: str, path: str, device: str | None, dtype: str | None,
     return request
 
 
-class Stream(Iterator[generate_pb2.StreamGenerateResponse]):
-    """The messages of one StreamGenerate call. Leaving a `with` block (or `cancel()`) cancels
-    the call, which frees its batch slot on the server."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-
-    def __next__(self) -> generate_pb2.StreamGenerateResponse:
-        try:
-            return next(self._call)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-    def __enter__(self) -> Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cancel()
+# The messages of one StreamGenerate call; leaving a `with` block (or `cancel()`) cancels the
+# call, which frees its batch slot on the server.
+Stream = CallStream[generate_pb2.StreamGenerateResponse]
 
 
 class Client(TrainMethods):
@@ -279,31 +262,7 @@ class Client(TrainMethods):
         self.close()
 
 
-class AsyncStream(AsyncIterator[generate_pb2.StreamGenerateResponse]):
-    """The messages of one StreamGenerate call, for `async for`. Leaving an `async with` block
-    (or `cancel()`) cancels the call."""
-
-    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
-        self._call = call
-
-    async def __anext__(self) -> generate_pb2.StreamGenerateResponse:
-        try:
-            msg = await self._call.read()
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-        if msg is grpc.aio.EOF:
-            raise StopAsyncIteration
-        return msg
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.cancel()
+AsyncStream = AsyncCallStream[generate_pb2.StreamGenerateResponse]
 
 
 class AsyncClient(AsyncTrainMethods):

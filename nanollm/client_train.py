@@ -22,14 +22,10 @@ for the other services (InvalidArgumentError lists the spec's field violations).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
-from types import TracebackType
+from collections.abc import Iterable
 from typing import Any
 
-import grpc
-import grpc.aio
-
-from nanollm.client_errors import from_rpc_error
+from nanollm.client_streams import AsyncCallStream, CallStream
 from nanollm.v1 import model_admin_pb2, model_admin_pb2_grpc, train_pb2, train_pb2_grpc
 
 
@@ -45,51 +41,10 @@ def _load_job_request(name: str, job_id: str, set_default: bool
     return model_admin_pb2.LoadModelRequest(name=name, job_id=job_id, set_default=set_default)
 
 
-class WatchStream(Iterator[train_pb2.WatchJobResponse]):
-    """The messages of one WatchJob call; leaving a `with` block (or `cancel()`) ends the watch
-    (the job goes on)."""
-
-    def __init__(self, call: Any) -> None:
-        self._call = call
-
-    def __next__(self) -> train_pb2.WatchJobResponse:
-        try:
-            return next(self._call)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-    def __enter__(self) -> WatchStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cancel()
-
-
-class AsyncWatchStream(AsyncIterator[train_pb2.WatchJobResponse]):
-    """WatchStream for the asyncio client."""
-
-    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
-        self._call = call
-        self._messages = call.__aiter__()
-
-    async def __anext__(self) -> train_pb2.WatchJobResponse:
-        try:
-            return await self._messages.__anext__()  # type: ignore[no-any-return]
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from None
-
-    def cancel(self) -> None:
-        self._call.cancel()
-
-    async def __aenter__(self) -> AsyncWatchStream:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        self.cancel()
+# The messages of one WatchJob call; leaving a `with` block (or `cancel()`) ends the watch (the
+# job goes on).
+WatchStream = CallStream[train_pb2.WatchJobResponse]
+AsyncWatchStream = AsyncCallStream[train_pb2.WatchJobResponse]
 
 
 class TrainMethods:
