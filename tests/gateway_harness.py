@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from typing import Any
@@ -17,6 +16,7 @@ import uvicorn
 
 from gateway.app import GatewaySettings, create_app
 from gateway.backend import BackendSettings
+from gateway.cli import bind
 from gateway.metrics import GatewayMetrics
 
 
@@ -25,9 +25,7 @@ class GatewayThread:
         self.metrics = GatewayMetrics()
         app = create_app(GatewaySettings(backend=BackendSettings(target=target, **backend)),
                          self.metrics)
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind(("127.0.0.1", 0))
+        self._socket = bind("127.0.0.1", 0)  # the gateway's own socket (TCP_NODELAY)
         self.port = self._socket.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
