@@ -36,7 +36,8 @@ generate: install  ## generate text from the demo model (PROMPT='...', MAX_TOKEN
 	$(BIN)/gpt-generate --max-tokens '$(or $(MAX_TOKENS),200)' \
 		--prompt '$(subst ','\'',$(or $(value PROMPT),ROMEO:))'
 
-test: install  ## run the test suite (fast; slow tests: make test-slow)
+# test-deps first: on a fresh machine the browser and Prometheus tests need their system tools.
+test: install test-deps  ## run the test suite (fast; slow tests: make test-slow)
 	$(BIN)/pytest -q
 
 test-slow: install  ## run only the slow tests (long training, soak)
