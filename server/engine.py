@@ -108,6 +108,23 @@ class RequestHandle:
             self.loop.call_soon_threadsafe(self._queue.put_nowait, events)
 
 
+def post_all(per_request: dict[RequestHandle, list[Event]]) -> None:
+    """Hand one step's events to their requests with one wake-up per event loop, not one per
+    request: each call_soon_threadsafe wakes the loop through its self-pipe, and on 2 cores the
+    Python work of 16 wake-ups per step is taken from the decode step."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, list[Event]]]] = {}
+    for handle, events in per_request.items():
+        by_loop.setdefault(handle.loop, []).append((handle, events))
+    for loop, batch in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[RequestHandle, list[Event]]]) -> None:
+    for handle, events in batch:
+        handle._queue.put_nowait(events)
+
+
 class Engine:
     """One model, one DecodeBatch, one thread; see the module docstring."""
 
@@ -328,7 +345,7 @@ class Engine:
                 self._running.discard(handle)
                 handle.release_step = self.steps
                 events.append(self._close(handle, now))
-            handle.post(events)
+        post_all(per_request)
 
     def _count_token(self, handle: RequestHandle, index: int, now: float) -> None:
         handle.generated += 1
