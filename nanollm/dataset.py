@@ -165,7 +165,10 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         try:
             return _open_once(path)
         except DataError:
-            if attempt >= _READ_ATTEMPTS or dir_identity(path) == before:
+            now = dir_identity(path)
+            # Missing at both looks (None == None) may be the gap between a writer's renames,
+            # which the next wait_for_replace waits out; only an unchanged folder is final.
+            if attempt >= _READ_ATTEMPTS or (now == before and now is not None):
                 raise
             attempt += 1
 
