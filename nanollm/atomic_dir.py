@@ -226,6 +226,14 @@ def dir_identity(path: str | Path) -> tuple[int, ...] | None:
     return (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
 
 
+def unchanged(before: tuple[int, ...] | None, path: str | Path) -> bool:
+    """Readers: whether `path` is still the folder a failed read looked at. A folder missing
+    at both looks is not "unchanged": that may be the gap between a writer's two renames,
+    which the next wait_for_replace waits out."""
+    now = dir_identity(path)
+    return now is not None and now == before
+
+
 def wait_for_replace(final: str | Path, timeout_s: float = _WAIT_S) -> None:
     """Readers: if `final` is missing because a live writer is between its two renames, wait
     (at most timeout_s) until it is back. Changes nothing on disk."""

@@ -33,6 +33,7 @@ from nanollm.atomic_dir import (
     finish_files,
     interrupted_copy,
     make_temp_dir,
+    unchanged,
     wait_for_replace,
 )
 from nanollm.atomic_dir import recover_interrupted_save as recover_interrupted_save
@@ -86,7 +87,7 @@ def is_checkpoint_dir(path: str | Path) -> bool:
         wait_for_replace(path)
         before = dir_identity(path)
         found = _looks_like_checkpoint(path)
-        if found or dir_identity(path) == before:
+        if found or unchanged(before, path):
             return found
     return found
 
@@ -270,7 +271,7 @@ def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Ch
         try:
             ckpt = _read_checkpoint(path, with_trainer_state)
         except CheckpointError:
-            if dir_identity(path) == before or attempt == _READ_ATTEMPTS - 1:
+            if unchanged(before, path) or attempt == _READ_ATTEMPTS - 1:
                 raise
             continue
         if dir_identity(path) == before:

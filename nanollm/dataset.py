@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nanollm.atomic_dir import dir_identity, wait_for_replace
+from nanollm.atomic_dir import dir_identity, unchanged, wait_for_replace
 from nanollm.confined_paths import escape_reason
 
 FORMAT = "nanollm-dataset"
@@ -165,10 +165,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
         try:
             return _open_once(path)
         except DataError:
-            now = dir_identity(path)
-            # Missing at both looks (None == None) may be the gap between a writer's renames,
-            # which the next wait_for_replace waits out; only an unchanged folder is final.
-            if attempt >= _READ_ATTEMPTS or (now == before and now is not None):
+            if attempt >= _READ_ATTEMPTS or unchanged(before, path):
                 raise
             attempt += 1
 
