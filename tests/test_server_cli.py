@@ -3,19 +3,16 @@ command lines give one line on stderr, exit code 2 and create nothing."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from serve_process import GptServerProcess
 from server_harness import greedy, stream_request, tiny_byte_checkpoint
 
 from nanollm.v1 import generate_pb2, generate_pb2_grpc
@@ -24,32 +21,7 @@ from server.cli import main
 GPT_SERVER = Path(sys.executable).parent / "gpt-server"
 
 
-class ServerProcess:
-    """gpt-server in a subprocess; its stderr lines collected by a thread."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([str(GPT_SERVER), *args], cwd=cwd, env=env, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout: float = 90) -> re.Match[str]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; stderr:\n" + "\n".join(self.lines))
+ServerProcess = GptServerProcess  # gpt-server in a subprocess, its log collected
 
 
 def test_gpt_server_serves_the_demo_model_logs_requests_and_drains_on_sigterm(

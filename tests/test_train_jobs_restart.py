@@ -5,16 +5,13 @@ as a job that was never interrupted. A graceful shutdown interrupts a running jo
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import grpc
+from serve_process import GptServerProcess
 from server_harness import tiny_byte_checkpoint
 from train_job_helpers import small_text, tiny_spec, wait_job, wait_state
 
@@ -25,36 +22,16 @@ from trainer.jobs.runner import is_alive
 GPT_SERVER = Path(sys.executable).parent / "gpt-server"
 
 
-class ServerProcess:
-    """gpt-server in a subprocess, its stderr lines collected by a thread."""
+class ServerProcess(GptServerProcess):
+    """gpt-server in a subprocess, with a TrainService stub on its gRPC port."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen([str(GPT_SERVER), *args], cwd=cwd, env=env, text=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        super().__init__(args, cwd)
         port = self.wait_for_line(r"gRPC server listening on 127\.0\.0\.1:(\d+)").group(1)
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         self.train = train_pb2_grpc.TrainServiceStub(self.channel)
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    def wait_for_line(self, pattern: str, timeout: float = 90) -> re.Match[str]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            for line in list(self.lines):
-                if match := re.search(pattern, line):
-                    return match
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}; stderr:\n" + "\n".join(self.lines))
-
-    def stop(self, sig: int) -> int:
+    def stop(self, sig: int) -> int:  # type: ignore[override]
         self.channel.close()
         self.proc.send_signal(sig)
         return self.proc.wait(60)
