@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import torch
+from decoding_refs import random_model
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from nanollm.checkpoint import save_checkpoint
-from nanollm.config import ModelConfig, ServerConfig
-from nanollm.model import GPT
+from nanollm.config import ServerConfig
 from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2_grpc
 from server.app import NanoLLMServer
 from server.engine import Engine
@@ -34,15 +33,9 @@ T = TypeVar("T")
 
 
 def tiny_byte_checkpoint(folder: Path, block_size: int = 64, seed: int = 0) -> Path:
-    """A 2-layer byte-level GPT with large random weights (greedy choices are not ties and do
-    not just repeat the input), saved as a nanoLLM checkpoint."""
-    torch.manual_seed(seed)
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size,
-                            vocab_size=257, tokenizer="byte"))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.5 if "wte" in name or "wpe" in name else 0.3)
+    """decoding_refs.random_model (a 2-layer byte-level GPT with large random weights: greedy
+    choices are not ties and do not just repeat the input), saved as a nanoLLM checkpoint."""
+    model = random_model(block_size=block_size, seed=seed)
     return save_checkpoint(folder, model.state_dict(), model.config, tokenizer="byte")
 
 
