@@ -177,6 +177,10 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: missing")
     try:
         return load_file(str(path))
+    except RuntimeError as exc:  # safetensors' "unable to open file": gone since the check
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing") from exc
+        raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: corrupt or unreadable safetensors file ({exc})") from exc
 

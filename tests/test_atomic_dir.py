@@ -130,6 +130,31 @@ def test_a_reader_never_sees_a_missing_or_mixed_checkpoint_while_another_process
     assert _hidden(tmp_path) == []
 
 
+def test_a_weights_file_replaced_between_the_check_and_the_open_is_read_again(
+        tmp_path: Path, small_state: dict[str, torch.Tensor],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gap CI once hit: model.safetensors passes is_file(), then a save replaces the folder
+    before safetensors opens it (its mmap backend can raise a bare RuntimeError for that, not
+    only FileNotFoundError)."""
+    from nanollm import checkpoint
+
+    final = save_checkpoint(tmp_path / "latest", small_state, SMALL, provenance={"step": 1})
+    real_load_file = checkpoint.load_file
+    calls = []
+
+    def replaced_once(filename: str) -> dict[str, torch.Tensor]:
+        calls.append(filename)
+        if len(calls) == 1:  # the writer's save lands right now; safetensors' error, as in CI
+            save_checkpoint(final, small_state, SMALL, provenance={"step": 2})
+            raise RuntimeError(f"unable to open file <{filename}> in read-only mode: "
+                               "No such file or directory (2)")
+        return real_load_file(filename)
+
+    monkeypatch.setattr(checkpoint, "load_file", replaced_once)
+    assert load_checkpoint(final).provenance == {"step": 2}
+    assert len(calls) == 2
+
+
 def test_a_reader_between_a_live_writers_two_renames_waits_for_the_second(
         tmp_path: Path, small_state: dict[str, torch.Tensor]) -> None:
     """The state a live writer is in for an instant, held for 0.3 s: latest/ is moved aside
