@@ -120,7 +120,8 @@ def add_config_flags(
         help_text = meta.get("help", "")
         if meta.get("min") is not None or meta.get("max") is not None:
             help_text += f"; range {range_text(dict(meta))}"
-        help_text += f" (default: {default!r})"
+        if "(default:" not in help_text:  # a help text that explains its own default keeps it
+            help_text += f" (default: {default!r})"
         kwargs: dict[str, Any] = dict(dest=prefix + f.name, default=argparse.SUPPRESS,
                                       help=help_text)
         if typ is bool:

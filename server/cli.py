@@ -74,9 +74,14 @@ def load_config(argv: Sequence[str] | None) -> ServerConfig:
     config = build_config(ServerConfig, args.config, flag_overrides(args, ServerConfig))
     if config.checkpoint is not None and config.model_type is not None:
         raise ConfigError("give --checkpoint or --model-type, not both")
-    if config.checkpoint is not None:
-        from nanollm.loader import detect_kind  # imports torch: only once flags are fine
+    from nanollm.device import resolve_device  # imports torch: only once flags are fine
+    from nanollm.loader import detect_kind
 
+    try:  # every model this server loads goes to this device: a missing GPU fails now
+        resolve_device(config.device)
+    except ValueError as exc:
+        raise ConfigError(f"--device: {exc}") from None
+    if config.checkpoint is not None:
         detect_kind(Path(config.checkpoint).expanduser())  # a missing or foreign path fails now
     return config
 

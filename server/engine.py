@@ -14,19 +14,18 @@ The thread loop, between two steps: apply cancellations (DecodeBatch.cancel, rep
 by the next step), drop requests whose deadline passed (queued or running), admit waiting
 requests in arrival order while their n choices fit into free slots, then run one
 `DecodeBatch.step()` (the project's one decode loop) and push each request's events to its
-asyncio queue with one `loop.call_soon_threadsafe` per request and step. The asyncio side never
-runs torch; this thread never touches gRPC.
+asyncio queue (server/handle.py: one `loop.call_soon_threadsafe` per event loop and step). The
+asyncio side never runs torch; this thread never touches gRPC.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from nanollm.batch import DecodeBatch, StepOutput
 from nanollm.model import GPT
@@ -41,7 +40,8 @@ from server.errors import (
     ServerError,
     UnavailableError,
 )
-from server.events import DoneEvent, Event, Timings, TokenEvent
+from server.events import DoneEvent, Event, TokenEvent
+from server.handle import RequestHandle, post_all, timings
 from server.metrics import ServerMetrics
 from server.validation import GenerationRequest
 
@@ -56,73 +56,6 @@ class EngineSettings:
     max_batch_size: int = 8  # sequences decoded together (slots of the KV cache)
     max_queue: int = 64  # requests waiting for slots before submit() refuses
     prefill_budget: int | None = 512  # prompt tokens computed per step (None: no limit)
-
-
-@dataclass(eq=False)
-class RequestHandle:
-    """A submitted request: an async iterator of event lists, the last ending in a DoneEvent.
-
-    Fields below `loop` are written by the engine thread only (timestamps: time.monotonic()).
-    """
-
-    request: GenerationRequest
-    engine: Engine
-    loop: asyncio.AbstractEventLoop
-    deadline: float | None  # time.monotonic() after which the request is dropped
-    submitted_at: float = field(default_factory=time.monotonic)
-    admitted_at: float | None = None
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-    open_choices: int = 0
-    generated: int = 0  # tokens generated over all choices
-    error: ServerError | None = None
-    finished: bool = False
-    cancel_step: int | None = None  # engine step count when cancel() arrived
-    tokens_at_cancel: int | None = None  # `generated` when cancel() arrived
-    release_step: int | None = None  # engine step count when its last slot was freed
-    _token_times: dict[int, float] = field(default_factory=dict)
-    _queue: asyncio.Queue[list[Event]] = field(default_factory=asyncio.Queue)
-    _ended: bool = False
-
-    def __post_init__(self) -> None:
-        self.open_choices = self.request.n
-
-    def cancel(self) -> None:
-        """Stop generating (thread-safe, idempotent): a queued request leaves the queue now, a
-        running one frees its slots at the next step."""
-        self.engine.cancel(self)
-
-    def __aiter__(self) -> RequestHandle:
-        return self
-
-    async def __anext__(self) -> list[Event]:
-        if self._ended:
-            raise StopAsyncIteration
-        events = await self._queue.get()
-        self._ended = isinstance(events[-1], DoneEvent)
-        return events
-
-    def post(self, events: list[Event]) -> None:
-        """Hand events to the request's event loop (from any thread)."""
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
-            self.loop.call_soon_threadsafe(self._queue.put_nowait, events)
-
-
-def post_all(per_request: dict[RequestHandle, list[Event]]) -> None:
-    """Hand one step's events to their requests with one wake-up per event loop, not one per
-    request: each call_soon_threadsafe wakes the loop through its self-pipe, and on 2 cores the
-    Python work of 16 wake-ups per step is taken from the decode step."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestHandle, list[Event]]]] = {}
-    for handle, events in per_request.items():
-        by_loop.setdefault(handle.loop, []).append((handle, events))
-    for loop, batch in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
-            loop.call_soon_threadsafe(_deliver, batch)
-
-
-def _deliver(batch: list[tuple[RequestHandle, list[Event]]]) -> None:
-    for handle, events in batch:
-        handle._queue.put_nowait(events)
 
 
 class Engine:
@@ -371,7 +304,7 @@ class Engine:
             self._cond.notify_all()
         if handle.admitted_at is not None:
             self._request_seconds = 0.8 * self._request_seconds + 0.2 * (now - handle.admitted_at)
-        return DoneEvent(_timings(handle, now), handle.error)
+        return DoneEvent(timings(handle, now), handle.error)
 
     def _finish_unadmitted(self, handle: RequestHandle, error: ServerError) -> None:
         """A request that never got a slot ends: every choice ends "cancelled". Called with
@@ -385,7 +318,7 @@ class Engine:
         self.cancelled += 1
         events: list[Event] = [TokenEvent(i, None, None, "", "cancelled")
                                for i in range(handle.request.n)]
-        events.append(DoneEvent(_timings(handle, now), error))
+        events.append(DoneEvent(timings(handle, now), error))
         handle.post(events)
 
     def _fail_running(self) -> None:
@@ -409,14 +342,3 @@ class Engine:
         per_slot = self._request_seconds / self.settings.max_batch_size
         guess = per_slot * (len(self._waiting) + 1)
         return min(MAX_RETRY_S, max(MIN_RETRY_S, guess))
-
-
-def _timings(handle: RequestHandle, now: float) -> Timings:
-    """Milliseconds: waiting for a slot, prompt to first token, first to last token, total."""
-    admitted = handle.admitted_at if handle.admitted_at is not None else now
-    first = handle.first_token_at if handle.first_token_at is not None else now
-    last = handle.last_token_at if handle.last_token_at is not None else first
-    return Timings(queue_ms=1e3 * (admitted - handle.submitted_at),
-                   prefill_ms=1e3 * max(0.0, first - admitted),
-                   decode_ms=1e3 * max(0.0, last - first),
-                   total_ms=1e3 * (now - handle.submitted_at))

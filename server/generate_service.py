@@ -18,9 +18,9 @@ from nanollm.config import GenerationConfig
 from nanollm.sampling import row_seed
 from nanollm.sequence import Completion
 from nanollm.v1 import generate_pb2, generate_pb2_grpc
-from server.engine import RequestHandle
 from server.errors import CancelledError
 from server.events import DoneEvent, Timings, TokenEvent
+from server.handle import RequestHandle
 from server.interceptors import note
 from server.registry import ModelEntry, ModelRegistry
 from server.validation import (

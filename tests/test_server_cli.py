@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import torch
 from serve_process import GptServerProcess
 from server_harness import greedy, stream_request, tiny_byte_checkpoint
 
@@ -75,6 +76,10 @@ def busy_port() -> tuple[socket.socket, int]:
      "give --checkpoint or --model-type, not both"),
     (["--tls-cert", "cert.pem"], "ServerConfig.tls_cert and ServerConfig.tls_key go together"),
     (["--config", "nope.yaml"], "config file nope.yaml does not exist"),
+    (["--checkpoint", "CKPT", "--device", "tpu"], "--device: unknown device 'tpu'"),
+    pytest.param(["--checkpoint", "CKPT", "--device", "cuda"],
+                 "--device: device 'cuda' was asked for but CUDA is not available",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
     (["--checkpoint", "CKPT", "--api-key-file", "keys.txt"], "key file keys.txt cannot be read"),
     (["--checkpoint", "CKPT", "--grpc-port", "BUSY"], "cannot listen on 127.0.0.1:BUSY"),
     (["--checkpoint", "CKPT", "--grpc-port", "0", "--metrics-port", "BUSY"],

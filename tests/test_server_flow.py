@@ -23,8 +23,8 @@ from server_harness import (
     wait_for,
 )
 
-from server.engine import RequestHandle
 from server.errors import CancelledError, DeadlineExceededError
+from server.handle import RequestHandle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -111,7 +111,8 @@ def check_scratch_vocabulary(cfg: TrainingConfig, given: Collection[str]) -> Non
 
 def check_resume_data(cfg: TrainingConfig) -> None:
     """A resumed run continues on its own data: its data position and best val loss mean
-    nothing on other data. The same data under another path (or prepared) is accepted."""
+    nothing on other data. The same file by another path, or its prepared dataset folder
+    (whose hash matches the run's), is accepted."""
     if init_kind(cfg.init_from) != "resume" or cfg.data_path is None:
         return
     latest = resume_dir(cfg)
