@@ -260,20 +260,27 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
     """
     if len(samplers) != logits.shape[0]:
         raise ValueError(f"{len(samplers)} samplers for {logits.shape[0]} rows of logits")
-    penalised = apply_penalties(samplers, logits.float().clone())  # (B, V)
+    penalised = logits.float()  # (B, V); a copy only where penalties write into it
+    if any(s.uses_seen_tokens or s.uses_counts for s in samplers):
+        penalised = apply_penalties(samplers, penalised.clone())
     V = penalised.shape[1]
     tokens: list[int] = [0] * len(samplers)
     logprobs: list[float | None] = [None] * len(samplers)
 
     greedy = [i for i, s in enumerate(samplers) if s.greedy]
     if greedy:
-        rows = penalised[greedy]  # (G, V)
+        # All-greedy batches (the common serving case) skip the row gather; the log-softmax
+        # over the vocabulary runs only for rows that asked for logprobs.
+        rows = penalised if len(greedy) == len(samplers) else penalised[greedy]  # (G, V)
         best = rows.argmax(dim=-1)  # (G,)
-        log_probs = F.log_softmax(rows, dim=-1)
-        for j, i in enumerate(greedy):
-            tokens[i] = int(best[j])
-            if samplers[i].config.logprobs:
-                logprobs[i] = float(log_probs[j, best[j]])
+        for j, token in enumerate(best.tolist()):
+            tokens[greedy[j]] = token
+        asked = [j for j, i in enumerate(greedy) if samplers[i].config.logprobs]
+        if asked:
+            log_probs = F.log_softmax(rows[asked], dim=-1)  # (A, V)
+            chosen = log_probs.gather(1, best[asked][:, None])[:, 0].tolist()  # (A,)
+            for j, lp in zip(asked, chosen, strict=True):
+                logprobs[greedy[j]] = lp
 
     plain = [i for i, s in enumerate(samplers) if not s.greedy and not _filtered(s, V)]
     if plain:

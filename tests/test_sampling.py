@@ -123,6 +123,21 @@ def test_batch_helper_matches_one_sampler_per_row(logits: torch.Tensor) -> None:
     assert torch.equal(process_batch(together, batch)[1], process_batch([alone[1]], batch[1:2])[0])
 
 
+def test_batch_logprobs_belong_to_the_rows_that_asked(logits: torch.Tensor) -> None:
+    """Greedy rows with and without logprobs, and a sampled row, in one batch: each row gets
+    its own log-softmax value (or None), as when sampled alone."""
+    configs = [cfg(temperature=0.0), cfg(temperature=0.0, logprobs=True), cfg(seed=4),
+               cfg(temperature=0.0, logprobs=True, presence_penalty=1.5)]
+    batch = torch.stack([logits, -logits, logits * 0.5, logits.flip(0)])  # (4, V)
+    together = sample_batch([Sampler(c) for c in configs], batch)
+    alone = [Sampler(c).sample(row) for c, row in zip(configs, batch, strict=True)]
+    assert [s.token for s in together] == [s.token for s in alone]
+    assert [s.logprob for s in together] == pytest.approx([s.logprob for s in alone], abs=1e-6)
+    assert together[0].logprob is None and together[2].logprob is None
+    assert together[1].logprob == pytest.approx(float(F.log_softmax(-logits, -1).max()),
+                                                abs=1e-6)
+
+
 def test_sample_records_output_and_row_seeds_differ(logits: torch.Tensor) -> None:
     sampler = Sampler(cfg(seed=5))
     tokens = [sampler.sample(logits).token for _ in range(3)]
