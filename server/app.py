@@ -20,7 +20,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 import nanollm
 from nanollm.config import ConfigError, GenerationConfig, ServerConfig
@@ -34,6 +33,8 @@ from server.generate_service import GenerateService
 from server.health import ADMIN_SERVICE, GENERATE_SERVICE, SERVING, ServerHealth
 from server.interceptors import ErrorInterceptor
 from server.metrics import ServerMetrics
+from server.reflection import SERVICE_NAME as REFLECTION_SERVICE
+from server.reflection import enable_reflection
 from server.registry import ModelEntry, ModelRegistry, RegistrySettings
 from server.train_service import SPEC_RULES, TRAIN_SERVICE, TrainService
 from server.validation import LoadSpec
@@ -131,8 +132,8 @@ class NanoLLMServer:
             ModelAdminService(self.registry, self.jobs), server)
         train_pb2_grpc.add_TrainServiceServicer_to_server(TrainService(self.jobs), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, server)
-        reflection.enable_server_reflection([GENERATE_SERVICE, ADMIN_SERVICE, TRAIN_SERVICE,
-                                             HEALTH_SERVICE, reflection.SERVICE_NAME], server)
+        enable_reflection([GENERATE_SERVICE, ADMIN_SERVICE, TRAIN_SERVICE, HEALTH_SERVICE,
+                           REFLECTION_SERVICE], server)
         wanted = _address(self.config.grpc_host or self.config.host, self.config.grpc_port)
         try:
             if self.credentials is None:

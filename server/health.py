@@ -5,12 +5,14 @@
     nanollm.v1.ModelAdminService    SERVING from the start (models can be loaded without a
                                     default one)
 Everything turns NOT_SERVING, for good, when the server starts draining (SIGTERM), so a load
-balancer stops sending requests while in-flight ones finish. Check and Watch both work; neither
-needs an API key.
+balancer stops sending requests while in-flight ones finish. Check, Watch and List all work;
+none needs an API key. Check of a service the server does not have is NOT_FOUND, with a message
+that names the ones it has.
 """
 
 from __future__ import annotations
 
+import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
@@ -22,11 +24,32 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class Health(HealthServicer):
+    """grpc_health's servicer plus List (its proto has the RPC, the servicer leaves it
+    UNIMPLEMENTED) and a NOT_FOUND message a person can act on."""
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        status = self._server_status.get(request.service)
+        if status is None:
+            known = ", ".join(repr(name) for name in sorted(self._server_status))
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no health status for service {request.service!r}; ask for "
+                                f"one of {known} ('' is the whole server)")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def List(self, request: health_pb2.HealthListRequest,
+                   context: grpc.aio.ServicerContext) -> health_pb2.HealthListResponse:
+        return health_pb2.HealthListResponse(statuses={
+            name: health_pb2.HealthCheckResponse(status=status)
+            for name, status in self._server_status.items()})
+
+
 class ServerHealth:
     """Owns the health servicer (create it on the server's event loop)."""
 
     def __init__(self) -> None:
-        self.servicer = HealthServicer()
+        self.servicer = Health()
 
     async def update(self, default_ready: bool) -> None:
         """Set every service's status from whether the default model is READY."""
