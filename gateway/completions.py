@@ -4,19 +4,26 @@ A prompt list makes one gRPC call per prompt (all at once); choice p * n + i is 
 choice i. `echo` puts the prompt before each choice's text (in a stream: as the choice's first
 chunk). `logprobs: 0` returns the log-probability of each sampled token, with `text_offset`
 counted in the returned text.
+
+A prompt of token ids (`[15496, 995]`, or a list of such lists) is sent as the text it decodes
+to, and only when that text encodes back to exactly those ids, so the model sees the tokens
+asked for; otherwise (ids no text encodes to, such as a split UTF-8 character or a special
+token) the request is a 400. The contract's prompts are text.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from gateway.backend import Backend
-from gateway.errors import ERRORS
+from gateway.errors import ERRORS, GatewayError, describe
 from gateway.generation import Generation, Stream, TokenTexts, finish_reason, usage_of
 from gateway.openai_models import (
     Completion,
@@ -25,8 +32,43 @@ from gateway.openai_models import (
     CompletionRequest,
 )
 from gateway.sse import EventStreamResponse, openai_events
+from nanollm.client_errors import NanoLLMError
+from nanollm.v1 import generate_pb2
 
 router = APIRouter(tags=["OpenAI"])
+# The Detokenize field that a token-id prompt fills.
+RENAMES = {"token_ids": "prompt"}
+
+
+async def _text_of(backend: Backend, request: Request, model: str, ids: list[int]) -> str:
+    """The text whose tokens are exactly `ids` (a 400 if there is none)."""
+    text = (await backend.call(request, backend.generate.Detokenize,
+                               generate_pb2.DetokenizeRequest(model=model, token_ids=ids))).text
+    again = await backend.call(request, backend.generate.Tokenize,
+                               generate_pb2.TokenizeRequest(model=model, text=text))
+    if list(again.token_ids) != ids:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"prompt: the token ids decode to {text!r}, which the model's "
+                           "tokenizer encodes differently; the server takes prompts as text, "
+                           "so send ids that some text encodes to (or the text)", "prompt")
+    return text
+
+
+async def prompt_texts(body: CompletionRequest, backend: Backend, request: Request
+                       ) -> list[str]:
+    """Each prompt as text (token-id prompts decoded, see the module docstring)."""
+    async def text(prompt: str | list[int]) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return await _text_of(backend, request, body.model, prompt)
+
+    try:
+        return list(await asyncio.gather(*(text(p) for p in body.prompt_list)))
+    except NanoLLMError as err:
+        if err.code != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        raise GatewayError(err.code, describe(err, RENAMES)[1], "prompt") from None
+
 
 def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
                         ) -> CompletionLogprobs:
@@ -44,19 +86,20 @@ def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     backend: Backend = request.app.state.backend
     request_id = f"cmpl-{uuid.uuid4().hex}"
-    gen = Generation(backend, request, body.model, body.prompts, body.to_sampling_params(),
+    prompts = await prompt_texts(body, backend, request)
+    gen = Generation(backend, request, body.model, prompts, body.to_sampling_params(),
                      request_id)
     created = int(time.time())
     if body.stream:
         stream = await gen.open_stream()
-        return EventStreamResponse(openai_events(_chunks(body, stream, request_id, created,
-                                                         TokenTexts(backend, request))))
+        return EventStreamResponse(openai_events(_chunks(body, prompts, stream, request_id,
+                                                         created, TokenTexts(backend, request))))
     replies = await gen.complete()
     texts = TokenTexts(backend, request)
     choices = []
     for p, reply in enumerate(replies):
         for choice in reply.choices:
-            text = body.prompts[p] + choice.text if body.echo else choice.text
+            text = prompts[p] + choice.text if body.echo else choice.text
             logprobs = None
             if body.wants_logprobs:
                 tokens = await texts(reply.model, list(choice.token_ids))
@@ -69,8 +112,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     return Response(result.model_dump_json(), media_type="application/json")
 
 
-async def _chunks(body: CompletionRequest, stream: Stream, request_id: str, created: int,
-                  texts: TokenTexts) -> AsyncIterator[str]:
+async def _chunks(body: CompletionRequest, prompts: list[str], stream: Stream, request_id: str,
+                  created: int, texts: TokenTexts) -> AsyncIterator[str]:
     """The JSON of each stream chunk; a usage chunk last when stream_options asks for it."""
     usage_field = {"usage"} if not body.include_usage else set()
 
@@ -83,8 +126,8 @@ async def _chunks(body: CompletionRequest, stream: Stream, request_id: str, crea
     async with stream:
         offsets: dict[int, int] = {}
         if body.echo:
-            for index in range(len(body.prompts) * body.choices_per_prompt):
-                yield chunk(index, body.prompts[index // body.choices_per_prompt])
+            for index in range(len(prompts) * body.choices_per_prompt):
+                yield chunk(index, prompts[index // body.choices_per_prompt])
         async for piece in stream:
             message = piece.message
             reason = finish_reason(message.finish_reason)

@@ -104,18 +104,22 @@ def error_body(status: grpc.StatusCode, message: str, param: str | None,
     return kind, body
 
 
+def describe(err: NanoLLMError, renames: Renames | None = None) -> tuple[str | None, str]:
+    """(param, message) of a failed gRPC call: the first bad field, and every one."""
+    violations = err.field_violations
+    if not violations:
+        return None, err.message or err.code.name
+    message = "; ".join(f"{openai_param(v.field, renames) or v.field}: {v.description}"
+                        for v in violations)
+    return openai_param(violations[0].field, renames), message
+
+
 def from_grpc(err: NanoLLMError, renames: Renames | None = None,
               not_found: str = "model_not_found") -> tuple[int, dict[str, object],
                                                            dict[str, str]]:
     """(HTTP status, OpenAI error body, headers) for a failed gRPC call; `not_found` is the
     code of a NOT_FOUND (what the route looks up)."""
-    violations = err.field_violations
-    param = openai_param(violations[0].field, renames) if violations else None
-    if violations:
-        message = "; ".join(f"{openai_param(v.field, renames) or v.field}: {v.description}"
-                            for v in violations)
-    else:
-        message = err.message or err.code.name
+    param, message = describe(err, renames)
     kind, body = error_body(err.code, message, param,
                             not_found if err.code == grpc.StatusCode.NOT_FOUND else None)
     headers = {}
@@ -174,6 +178,11 @@ def _validation_message(error: dict[str, object]) -> tuple[str | None, str]:
     return str(loc[0]), f"{name}: {message}"
 
 
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
 def install_handlers(app: FastAPI) -> None:
     """OpenAI error bodies for every failure, whichever layer finds it."""
 
@@ -193,6 +202,11 @@ def install_handlers(app: FastAPI) -> None:
                                                        "invalid request body"))
         found = [_validation_message(e) for e in errors]
         message = "; ".join(dict.fromkeys(m for _, m in found))
+        content_type = request.headers.get("content-type", "")
+        if found[0][0] is None and not _is_json(content_type):
+            # The body was not read as JSON at all (curl -d sends a form's type).
+            message = (f"{message}; send it with Content-Type: application/json (got "
+                       f"{content_type or 'no Content-Type'})")
         return gateway_error_response(GatewayError(grpc.StatusCode.INVALID_ARGUMENT, message,
                                                    found[0][0]))
 

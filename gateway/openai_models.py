@@ -19,13 +19,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
 from nanollm.v1 import generate_pb2
 
 UINT32_MAX = 2**32 - 1
+DEFAULT_COMPLETION_TOKENS = 16  # OpenAI's max_tokens default for completions
 SEED_LIMIT = 2**63  # the contract's seed range is [0, 2^63)
 MAX_STOP_SEQUENCES = 4  # as OpenAI allows
 
@@ -39,12 +43,15 @@ def _stop_count(value: str | list[str] | None) -> str | list[str] | None:
 Count = Annotated[int, Field(ge=1, le=UINT32_MAX)]
 Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
 TopK = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+TokenId = Annotated[int, Field(ge=0, le=UINT32_MAX)]
 Stop = Annotated[str | list[str] | None, AfterValidator(_stop_count)]
 
 
 class _Request(BaseModel):
-    # OpenAI answers an unknown argument with a 400; so does the gateway (nothing is ignored).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # OpenAI answers an unknown argument, or a value of the wrong JSON type ("stream": "yes",
+    # "max_tokens": true or "5"), with a 400; so does the gateway (nothing is ignored or
+    # coerced). Strict mode still takes an integer where a number is expected.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class StreamOptions(_Request):
@@ -111,13 +118,13 @@ class CompletionRequest(_Sampling):
     """POST /v1/completions."""
 
     model: str
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     best_of: Count | None = None
     echo: bool | None = False
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
-    max_tokens: Count | None = 16
+    max_tokens: Count | None = None  # None (absent or null): DEFAULT_COMPLETION_TOKENS
     n: Count | None = None
     presence_penalty: float | None = None
     seed: Seed | None = None
@@ -134,13 +141,23 @@ class CompletionRequest(_Sampling):
     repetition_penalty: float | None = None
     stop_at_eos: bool | None = None
 
+    @field_validator("prompt", mode="wrap")
+    @classmethod
+    def _one_prompt_error(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        # One message instead of one per shape the union tried.
+        try:
+            return handler(value)
+        except ValidationError:
+            raise ValueError("must be a string, a list of strings, a list of token ids "
+                             "(integers >= 0) or a list of such lists") from None
+
     @model_validator(mode="after")
     def _check_supported(self) -> CompletionRequest:
         if isinstance(self.prompt, list):
             if not self.prompt:
                 raise ValueError("prompt: must not be an empty list")
-            if not all(isinstance(p, str) for p in self.prompt):
-                raise ValueError("prompt: token-id prompts are not supported; send text")
+            if any(isinstance(p, list) and not p for p in self.prompt):
+                raise ValueError("prompt: a token-id prompt must not be empty")
         if self.suffix:
             raise ValueError("suffix: not supported")
         if self.best_of is not None and self.best_of != self.choices_per_prompt:
@@ -154,15 +171,21 @@ class CompletionRequest(_Sampling):
         return self
 
     @property
-    def prompts(self) -> list[str]:
-        return [self.prompt] if isinstance(self.prompt, str) else [str(p) for p in self.prompt]
+    def prompt_list(self) -> list[str | list[int]]:
+        """Each prompt: a text or a list of token ids (turned into text by the route)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(p, int) for p in self.prompt):  # one prompt of token ids
+            return [list(self.prompt)]  # type: ignore[arg-type]
+        return list(self.prompt)  # type: ignore[arg-type]
 
     @property
     def wants_logprobs(self) -> bool:
         return self.logprobs is not None
 
     def to_sampling_params(self) -> generate_pb2.SamplingParams:
-        return self._params(self.max_tokens, self.wants_logprobs, [])
+        limit = DEFAULT_COMPLETION_TOKENS if self.max_tokens is None else self.max_tokens
+        return self._params(limit, self.wants_logprobs, [])
 
 
 class TextPart(_Request):
@@ -175,6 +198,23 @@ class ChatMessage(_Request):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+
+    @field_validator("content", mode="wrap")
+    @classmethod
+    def _one_content_error(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        # One message instead of one per shape the union tried; other part types (images,
+        # audio, files) are named, as the model reads text only.
+        try:
+            return handler(value)
+        except ValidationError:
+            kinds = [p.get("type") for p in value if isinstance(p, dict)] \
+                if isinstance(value, list) else []
+            other = next((k for k in kinds if k != "text"), None)
+            if isinstance(other, str):
+                raise ValueError(f"only text content parts are supported, got a part of "
+                                 f"type {other!r}") from None
+            raise ValueError('must be a string or a list of {"type": "text", "text": ...} '
+                             "parts") from None
 
     @property
     def text(self) -> str:

@@ -176,7 +176,7 @@ def test_chat_request_adds_the_end_of_turn_and_prefers_max_completion_tokens() -
 
 
 @pytest.mark.parametrize(("fields", "says"), [
-    ({"prompt": [1, 2]}, "token-id prompts are not supported"),
+    ({"prompt": [[1], []]}, "prompt: a token-id prompt must not be empty"),
     ({"prompt": []}, "prompt: must not be an empty list"),
     ({"logprobs": 2}, "logprobs: only 0 is supported"),
     ({"echo": True, "logprobs": 0}, "not supported together with echo"),
