@@ -45,7 +45,18 @@ conn=(-plaintext)
 admin=()
 [ -z "$admin_key" ] || admin=(-H "authorization: Bearer $admin_key")
 
-run() { echo "+ grpcurl ${*}" >&2; "$GRPCURL" "${conn[@]}" "$@"; }
+# Print each command so it can be pasted into a shell (the key masked), then run it.
+show() {
+  case "$1" in
+    "authorization: Bearer "*) printf " 'authorization: Bearer <key>'" ;;
+    *[!A-Za-z0-9_./:=@-]*) printf " '%s'" "${1//\'/\'\\\'\'}" ;;
+    *) printf ' %s' "$1" ;;
+  esac
+}
+run() {
+  { printf '+ grpcurl'; for arg in "${conn[@]}" "$@"; do show "$arg"; done; echo; } >&2
+  "$GRPCURL" "${conn[@]}" "$@"
+}
 # The data path as a JSON string (quotes and backslashes escaped).
 json_data=$(printf '%s' "$data" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
 spec="{\"spec\": {\"name\": \"grpcurl demo\",

@@ -33,16 +33,18 @@ def resolve_under(path: str, roots: list[Path], what: str, field: str = "path") 
     resolved_roots = [root.expanduser().resolve() for root in roots]
     given = Path(path).expanduser()
     candidates = [given] if given.is_absolute() else [root / given for root in resolved_roots]
-    inside_any = False
+    escaped = False
     for candidate in candidates:
         resolved = candidate.resolve()  # follows every symlink, also in parent folders
         if not any(_inside(resolved, root) for root in resolved_roots):
+            escaped = True
             continue
-        inside_any = True
         if resolved.exists():
             return resolved
     shown = ", ".join(str(r) for r in resolved_roots)
-    if not inside_any:
+    # Under one root the path leads outside (`..`, a link): that is the answer, even when under
+    # another root nothing by that name exists.
+    if escaped:
         raise InvalidArgumentError([(field, f"{path!r} is outside the {what} roots ({shown}); "
                                             f"only {what}s under them can be loaded")])
     raise NotFoundError(f"no {what} at {path!r} under the {what} roots ({shown})")

@@ -9,7 +9,7 @@ manager's refusals into statuses. Every RPC needs the admin key when keys are co
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +81,19 @@ def _model_name_problem(name: str) -> str | None:
     return None
 
 
+def job_states(states: Sequence[int]) -> list[int]:
+    """ListJobs' filter. An enum number the contract does not define (grpcurl sends any number
+    given) or JOB_STATE_UNSPECIFIED would match no job: say so instead of listing nothing."""
+    names = {v.number: v.name for v in train_pb2.JobState.DESCRIPTOR.values}
+    usable = ", ".join(name for number, name in names.items() if number != 0)
+    bad = [(f"states[{i}]", f"{names.get(state, state)} is not a state a job can be in; use "
+                            f"one of {usable}")
+           for i, state in enumerate(states) if state == 0 or state not in names]
+    if bad:
+        raise InvalidArgumentError(bad)
+    return list(states)
+
+
 SPEC_RULES = SpecRules(resolve_path=_resolve_path, model_name_problem=_model_name_problem)
 
 
@@ -114,7 +127,7 @@ class TrainService(train_pb2_grpc.TrainServiceServicer):
 
     async def ListJobs(self, request: train_pb2.ListJobsRequest,
                        context: grpc.aio.ServicerContext) -> train_pb2.ListJobsResponse:
-        jobs = await run_job_call(self.jobs.list, list(request.states))
+        jobs = await run_job_call(self.jobs.list, job_states(request.states))
         return train_pb2.ListJobsResponse(jobs=jobs)
 
     async def CancelJob(self, request: train_pb2.CancelJobRequest,
