@@ -45,7 +45,7 @@ from gateway.openai_models import (
     Delta,
     TokenLogprob,
 )
-from gateway.sse import EventStreamResponse, openai_events
+from gateway.sse import EventStreamResponse, id_header, openai_events
 from nanollm.client_errors import NanoLLMError
 
 router = APIRouter(tags=["OpenAI"])
@@ -88,7 +88,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         if body.stream:
             stream = await gen.open_stream()
             return EventStreamResponse(openai_events(
-                _chunks(body, stream, request_id, created, texts), RENAMES))
+                _chunks(body, stream, request_id, created, texts), RENAMES), request_id)
         (reply,) = await gen.complete()
     except NanoLLMError as err:
         return grpc_error_response(err, RENAMES)
@@ -103,7 +103,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
                                   message=AssistantMessage(content=choice.text.lstrip())))
     result = ChatCompletion(id=request_id, choices=choices, created=created, model=reply.model,
                             usage=usage_of([reply.usage]))
-    return Response(result.model_dump_json(), media_type="application/json")
+    return Response(result.model_dump_json(), media_type="application/json",
+                    headers=id_header(request_id))
 
 
 async def _chunks(body: ChatCompletionRequest, stream: Stream, request_id: str, created: int,

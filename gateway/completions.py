@@ -31,7 +31,7 @@ from gateway.openai_models import (
     CompletionLogprobs,
     CompletionRequest,
 )
-from gateway.sse import EventStreamResponse, openai_events
+from gateway.sse import EventStreamResponse, id_header, openai_events
 from nanollm.client_errors import NanoLLMError
 from nanollm.v1 import generate_pb2
 
@@ -93,7 +93,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     if body.stream:
         stream = await gen.open_stream()
         return EventStreamResponse(openai_events(_chunks(body, prompts, stream, request_id,
-                                                         created, TokenTexts(backend, request))))
+                                                         created, TokenTexts(backend, request))),
+                                   request_id)
     replies = await gen.complete()
     texts = TokenTexts(backend, request)
     choices = []
@@ -109,7 +110,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 index=p * body.choices_per_prompt + choice.index, logprobs=logprobs, text=text))
     result = Completion(id=request_id, choices=choices, created=created,
                         model=replies[0].model, usage=usage_of([r.usage for r in replies]))
-    return Response(result.model_dump_json(), media_type="application/json")
+    return Response(result.model_dump_json(), media_type="application/json",
+                    headers=id_header(request_id))
 
 
 async def _chunks(body: CompletionRequest, prompts: list[str], stream: Stream, request_id: str,

@@ -28,6 +28,11 @@ DONE = b"data: [DONE]\n\n"
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+def id_header(request_id: str | None) -> dict[str, str]:
+    """OpenAI names each answer's id in `x-request-id` (the SDK's `request_id`)."""
+    return {"x-request-id": request_id} if request_id else {}
+
+
 def frame(data: str) -> bytes:
     """One event holding a JSON text (which never contains a newline)."""
     return b"data: " + data.encode("utf-8") + b"\n\n"
@@ -56,8 +61,8 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes]) -> None:
-        super().__init__(events, headers=HEADERS)
+    def __init__(self, events: AsyncIterator[bytes], request_id: str | None = None) -> None:
+        super().__init__(events, headers=id_header(request_id) | HEADERS)
         self._events = events
 
     async def stream_response(self, send: Send) -> None:

@@ -130,6 +130,21 @@ def test_models_list_and_retrieve(stack: Stack) -> None:
         client.models.retrieve("missing")
 
 
+def test_request_id_header_is_the_answers_id(stack: Stack) -> None:
+    """The SDK's `request_id` (OpenAI's x-request-id header), streamed or not."""
+    client = stack.sdk()
+    raw = client.completions.with_raw_response.create(model="gpt", prompt="Hi", max_tokens=2)
+    assert raw.request_id == raw.parse().id
+    raw_chat = client.chat.completions.with_raw_response.create(
+        model="gpt", messages=[{"role": "user", "content": "Hi"}], max_tokens=2)
+    assert raw_chat.request_id == raw_chat.parse().id
+    with client.chat.completions.with_streaming_response.create(
+            model="gpt", messages=[{"role": "user", "content": "Hi"}], max_tokens=2,
+            stream=True) as streamed:
+        chunks = list(streamed.parse())
+        assert streamed.request_id == chunks[0].id and streamed.request_id.startswith("chatcmpl-")
+
+
 def test_typed_errors(stack: Stack) -> None:
     client = stack.sdk()
     with pytest.raises(openai.BadRequestError) as bad:
