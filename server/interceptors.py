@@ -116,7 +116,9 @@ class _Call:
             if exc.reason is not None and exc.code is not grpc.StatusCode.NOT_FOUND:
                 self.metrics.rejected(exc.reason)
             await self.context.abort_with_status(to_status(exc))
-        elif isinstance(exc, asyncio.CancelledError):
+        elif isinstance(exc, asyncio.CancelledError | GeneratorExit):
+            # A stream whose client went away ends either way: its task is cancelled, or grpc
+            # stops iterating and the generator is closed at its `yield` (GeneratorExit).
             remaining = self.context.time_remaining()
             expired = remaining is not None and remaining <= DEADLINE_SLACK_S
             self.code = (grpc.StatusCode.DEADLINE_EXCEEDED if expired
