@@ -298,6 +298,8 @@ class Completion(BaseModel):
     created: int
     model: str
     object: Literal["text_completion"] = "text_completion"
+    # OpenAI names the backend configuration here; nanoLLM has no such identifier.
+    system_fingerprint: None = None
     usage: Usage | None = None
 
 
@@ -337,6 +339,8 @@ class ChatCompletion(BaseModel):
     created: int
     model: str
     object: Literal["chat.completion"] = "chat.completion"
+    # OpenAI names the backend configuration here; nanoLLM has no such identifier.
+    system_fingerprint: None = None
     usage: Usage
 
 
@@ -363,6 +367,8 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    # OpenAI names the backend configuration here; nanoLLM has no such identifier.
+    system_fingerprint: None = None
     usage: Usage | None = None
 
 

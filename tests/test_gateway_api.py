@@ -61,7 +61,8 @@ def test_readme_curl_examples(stack: Stack) -> None:
                                 "temperature": 0.8, "max_tokens": 100}))
     assert reply.status_code == 200 and reply.headers["content-type"] == "application/json"
     body = reply.json()
-    assert list(body) == ["id", "choices", "created", "model", "object", "usage"]
+    assert list(body) == ["id", "choices", "created", "model", "object", "system_fingerprint",
+                          "usage"]
     assert body["object"] == "chat.completion" and body["model"] == "gpt"
     assert abs(body["created"] - time.time()) < 60
     (choice,) = body["choices"]
@@ -78,7 +79,8 @@ def test_completion_shape_prompt_list_n_and_echo(stack: Stack) -> None:
     body = stack.http.post("/v1/completions", json={
         "model": "gpt", "prompt": ["ab", "xyz"], "n": 2, "max_tokens": 5, "temperature": 0,
         "echo": True}).json()
-    assert list(body) == ["id", "choices", "created", "model", "object", "usage"]
+    assert list(body) == ["id", "choices", "created", "model", "object", "system_fingerprint",
+                          "usage"]
     assert body["object"] == "text_completion"
     assert [c["index"] for c in body["choices"]] == [0, 1, 2, 3]
     for index, prompt in ((0, "ab"), (1, "ab"), (2, "xyz"), (3, "xyz")):
@@ -100,7 +102,8 @@ def test_completion_stream_framing_and_usage(stack: Stack) -> None:
     data = sse_data(raw)
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
-    assert all(list(c) == ["id", "choices", "created", "model", "object"] for c in chunks)
+    assert all(list(c) == ["id", "choices", "created", "model", "object",
+                           "system_fingerprint"] for c in chunks)
     text = "".join(c["choices"][0]["text"] for c in chunks)
     assert text == stack.direct("Hi", max_tokens=6, temperature=0).choices[0].text
     assert [c["choices"][0]["finish_reason"] for c in chunks][-1] == "length"
@@ -131,7 +134,8 @@ def test_chat_stream_framing(stack: Stack) -> None:
         "model": "gpt", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 5,
         "temperature": 0, "stream": True, "stream_options": {"include_usage": True}})
     chunks = [json.loads(d) for d in sse_data(raw)[:-1]]
-    assert all(list(c) == ["id", "choices", "created", "model", "object", "usage"]
+    assert all(list(c) == ["id", "choices", "created", "model", "object", "system_fingerprint",
+                           "usage"]
                for c in chunks)
     assert chunks[0]["choices"] == [{"delta": {"content": "", "role": "assistant"}, "index": 0,
                                      "finish_reason": None, "logprobs": None}]
