@@ -85,6 +85,9 @@ class KeyRing:
         if key is None:
             return UnauthenticatedError("this server needs an API key: send `authorization: "
                                         "Bearer <key>` metadata")
+        if not key:  # what bearer_key makes of another scheme or an empty key
+            return UnauthenticatedError("the authorization metadata must be `Bearer <key>`; "
+                                        "send the key after the word Bearer")
         role = self.role(key)
         if role is None:
             return UnauthenticatedError("unknown API key")

@@ -1,6 +1,7 @@
 """ModelAdminService and TrainService refusals as a grpcurl user sees them (real grpcurl through
 reflection, real server on port 0): the status, the message and the BadRequest details grpcurl
-prints; and clients/grpcurl_train.sh echoing its commands with the key masked."""
+prints; a key sent without `Bearer`; and clients/grpcurl_train.sh echoing its commands with the
+key masked."""
 
 from __future__ import annotations
 
@@ -100,3 +101,23 @@ def test_train_script_masks_the_admin_key_in_the_commands_it_prints(srv: ServerT
     assert ("+ grpcurl -plaintext -H 'authorization: Bearer <key>' -d '{\"spec\": "
             "{\"name\": \"grpcurl demo\",") in done.stderr
     assert f"}}}}' {srv.target} nanollm.v1.TrainService/StartJob\n" in done.stderr
+
+
+@pytest.mark.parametrize(("header", "message"), [
+    (USER, "the authorization metadata must be `Bearer <key>`; send the key after the word "
+           "Bearer"),
+    (f"Basic {USER}", "the authorization metadata must be `Bearer <key>`; send the key after "
+                      "the word Bearer"),
+    ("Bearer wrong-key", "unknown API key"),
+    (f"bearer {USER}", None),  # the scheme is case-insensitive
+])
+def test_a_key_without_bearer_is_told_how_to_send_it(srv: ServerThread, header: str,
+                                                    message: str | None) -> None:
+    done = grpcurl("-H", f"authorization: {header}", "-d", '{"text": "hi"}', srv.target,
+                   "nanollm.v1.GenerateService/Tokenize")
+    if message is None:
+        assert done.returncode == 0, done.stderr
+        return
+    assert "Code: Unauthenticated" in done.stderr
+    assert f"Message: {message}\n" in done.stderr
+    assert USER not in done.stderr
