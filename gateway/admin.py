@@ -10,7 +10,8 @@
 The paths are those of the contract's google.api.http annotations (so Envoy's transcoder
 exposes the same ones) and the bodies are the contract's messages in protobuf's JSON mapping
 with the proto field names (`source_path`, `is_default`; enums by name such as
-"MODEL_STATE_READY"). With API keys configured these need the admin key. Errors are OpenAI
+"MODEL_STATE_READY"). With API keys configured these need the admin key (reading the models
+needs only a user key). Errors are OpenAI
 error bodies (gateway/errors.py). A change, once asked for, completes even if the browser
 leaves before the answer (reloading the page does not abort a load).
 """

@@ -1,7 +1,7 @@
 """GET /v1/models and GET /v1/models/{id}: the server's READY models, as OpenAI lists them.
 
-They are read from ModelAdminService, so a server configured with API keys answers them for the
-admin key (a user key gets 403, as over gRPC).
+They are read from ModelAdminService, so a server configured with API keys answers them for any
+of its keys (users may read the model list, as over gRPC); no key or an unknown one is 401.
 """
 
 from __future__ import annotations
