@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -37,6 +38,23 @@ class GatewaySettings:
     backend: BackendSettings = field(default_factory=BackendSettings)
     # Browser origins allowed to call the API from other sites; empty: CORS stays off.
     cors_origins: tuple[str, ...] = ()
+
+
+def _document_errors_as_answered(app: FastAPI) -> None:
+    """Drop FastAPI's default 422 from the OpenAPI schema: a body that does not validate is
+    answered with a 400 OpenAI error (gateway/errors.py), which each route documents."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = default_openapi()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(settings: GatewaySettings, gateway_metrics: GatewayMetrics | None = None
@@ -65,6 +83,7 @@ def create_app(settings: GatewaySettings, gateway_metrics: GatewayMetrics | None
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
+    _document_errors_as_answered(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["*"], allow_headers=["*"])

@@ -233,6 +233,11 @@ def test_ready_metrics_and_docs(stack: Stack) -> None:
     paths = stack.http.get("/openapi.json").json()["paths"]
     assert {"/v1/completions", "/v1/chat/completions", "/v1/models", "/tokenize",
             "/detokenize", "/v1/admin/models"} <= set(paths)
+    # A body that does not validate is a 400 OpenAI error: the schema documents no 422.
+    completions = paths["/v1/completions"]["post"]["responses"]
+    assert "400" in completions and "422" not in completions
+    assert not [(p, m) for p, ops in paths.items() for m, op in ops.items()
+                if "422" in op["responses"]]
 
 
 def _send(port: int, path: str, body: dict[str, object]) -> socket.socket:
