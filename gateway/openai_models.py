@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -40,10 +41,17 @@ def _stop_count(value: str | list[str] | None) -> str | list[str] | None:
     return value
 
 
-Count = Annotated[int, Field(ge=1, le=UINT32_MAX)]
-Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
-TopK = Annotated[int, Field(ge=0, le=UINT32_MAX)]
-TokenId = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+def _integral(value: object) -> object:
+    # JSON has one number type: 2.0 is the integer 2 (as JSON Schema reads it); 2.5 stays a
+    # float, which the strict int check refuses.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+INTEGRAL = BeforeValidator(_integral)
+Count = Annotated[int, Field(ge=1, le=UINT32_MAX), INTEGRAL]
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT), INTEGRAL]
+TopK = Annotated[int, Field(ge=0, le=UINT32_MAX), INTEGRAL]
+TokenId = Annotated[int, Field(ge=0, le=UINT32_MAX), INTEGRAL]
 Stop = Annotated[str | list[str] | None, AfterValidator(_stop_count)]
 
 
@@ -123,7 +131,7 @@ class CompletionRequest(_Sampling):
     echo: bool | None = False
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
-    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    logprobs: Annotated[int, Field(ge=0, le=5), INTEGRAL] | None = None
     max_tokens: Count | None = None  # None (absent or null): DEFAULT_COMPLETION_TOKENS
     n: Count | None = None
     presence_penalty: float | None = None
@@ -240,7 +248,7 @@ class ChatCompletionRequest(_Sampling):
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     temperature: float | None = None
-    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20), INTEGRAL] | None = None
     top_p: float | None = None
     user: str | None = None
 

@@ -110,10 +110,14 @@ def test_values_of_the_wrong_type_are_refused(stack: Stack, field: str, value: o
                                       "param": field, "code": None}}
 
 
-def test_integers_are_numbers(stack: Stack) -> None:
+def test_integers_are_numbers_and_whole_numbers_integers(stack: Stack) -> None:
+    """JSON has one number type: 1 is a valid temperature, and 2.0 (as JSON Schema reads it)
+    a valid max_tokens."""
     reply = stack.http.post("/v1/completions", json={
-        "model": "gpt", "prompt": "Hi", "max_tokens": 2, "temperature": 1, "top_p": 1})
+        "model": "gpt", "prompt": "Hi", "max_tokens": 2.0, "n": 1.0, "temperature": 1,
+        "top_p": 1, "stop_at_eos": False})
     assert reply.status_code == 200, reply.text
+    assert reply.json()["usage"]["completion_tokens"] == 2
 
 
 def test_a_body_without_the_json_content_type_says_so(stack: Stack) -> None:
