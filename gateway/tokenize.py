@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from gateway.backend import Backend
 from gateway.chat import render_chat
 from gateway.errors import ERRORS, grpc_error_response
-from gateway.openai_models import UINT32_MAX, ChatMessage
+from gateway.openai_models import ChatMessage, TokenId
 from nanollm.client_errors import NanoLLMError
 from nanollm.v1 import generate_pb2
 
@@ -32,7 +32,7 @@ RENAMES = {"text": "prompt", "token_ids": "tokens"}
 
 
 class TokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the OpenAI routes' bodies
 
     model: str = ""
     prompt: str | None = None
@@ -53,10 +53,10 @@ class TokenizeResponse(BaseModel):
 
 
 class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # as the OpenAI routes' bodies
 
     model: str = ""
-    tokens: list[Annotated[int, Field(ge=0, le=UINT32_MAX)]]
+    tokens: list[TokenId]
 
 
 class DetokenizeResponse(BaseModel):

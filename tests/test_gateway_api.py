@@ -180,6 +180,10 @@ def test_tokenize_and_detokenize(stack: Stack) -> None:
     assert text == {"model": "gpt", "prompt": "Hé"}
     bad = stack.http.post("/detokenize", json={"tokens": [72, 999]})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "tokens"
+    for wrong in (["72"], [True], [72.5]):  # not read as 72 or 1
+        typed = stack.http.post("/detokenize", json={"tokens": wrong})
+        assert typed.status_code == 400 and typed.json()["error"]["param"] == "tokens", wrong
+    assert stack.http.post("/detokenize", json={"tokens": [72.0]}).json()["prompt"] == "H"
 
 
 @pytest.mark.parametrize(("path", "body", "param", "message"), [
