@@ -45,7 +45,7 @@ from gateway.openai_models import (
     Delta,
     TokenLogprob,
 )
-from gateway.sse import EventStreamResponse, id_header, openai_events
+from gateway.sse import STREAMED, EventStreamResponse, id_header, openai_events
 from nanollm.client_errors import NanoLLMError
 
 router = APIRouter(tags=["OpenAI"])
@@ -70,7 +70,7 @@ def token_logprobs(tokens: list[str], logprobs: Sequence[float]) -> ChoiceLogpro
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion,
-             responses=ERRORS,
+             responses=ERRORS | STREAMED,
              summary="Create a chat completion (OpenAI-compatible; `stream` gives server-sent "
                      "events)")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:

@@ -31,7 +31,7 @@ from gateway.openai_models import (
     CompletionLogprobs,
     CompletionRequest,
 )
-from gateway.sse import EventStreamResponse, id_header, openai_events
+from gateway.sse import STREAMED, EventStreamResponse, id_header, openai_events
 from nanollm.client_errors import NanoLLMError
 from nanollm.v1 import generate_pb2
 
@@ -81,7 +81,7 @@ def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
                                                                      strict=True)])
 
 
-@router.post("/v1/completions", response_model=Completion, responses=ERRORS,
+@router.post("/v1/completions", response_model=Completion, responses=ERRORS | STREAMED,
              summary="Create a completion (OpenAI-compatible; `stream` gives server-sent events)")
 async def create_completion(body: CompletionRequest, request: Request) -> Response:
     backend: Backend = request.app.state.backend

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Send
@@ -53,6 +54,13 @@ async def openai_events(chunks: AsyncIterator[str], renames: Mapping[str, str] |
         if aclose is not None:
             await aclose()
     yield DONE
+
+
+# The OpenAPI description of a route's answer to `"stream": true` (beside its JSON answer).
+STREAMED: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The answer; with `\"stream\": true`, server-sent events of chunks ending "
+                   "with `data: [DONE]`",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 
 
 class EventStreamResponse(StreamingResponse):

@@ -240,6 +240,9 @@ def test_ready_metrics_and_docs(stack: Stack) -> None:
     # A body that does not validate is a 400 OpenAI error: the schema documents no 422.
     completions = paths["/v1/completions"]["post"]["responses"]
     assert "400" in completions and "422" not in completions
+    for route in ("/v1/completions", "/v1/chat/completions"):  # JSON, or SSE when streamed
+        answer = paths[route]["post"]["responses"]["200"]["content"]
+        assert set(answer) == {"application/json", "text/event-stream"}, route
     assert not [(p, m) for p, ops in paths.items() for m, op in ops.items()
                 if "422" in op["responses"]]
 
