@@ -9,6 +9,9 @@ Every `.proto` under proto/ is compiled with the protoc of grpcio-tools into `*_
 patching. google/api protos are only imported: their Python code comes from the
 googleapis-common-protos package. `make proto` also writes a descriptor set with all imports
 and the google.rpc error types, build/nanollm.pb, which Envoy's gRPC-JSON transcoder reads.
+Next to the code it writes nanollm/v1/source_info.binpb, the same protos with their comments
+(`--include_source_info`): server reflection serves them, so `grpcurl describe` shows the
+documentation of every service, method, message and field.
 
 The check generates into a temporary folder and compares byte for byte, so it needs the pinned
 grpcio-tools (constraints.txt): another protoc version writes different code.
@@ -23,7 +26,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "source_info.binpb")
+# Our .proto files with their comments, for reflection (server/reflection.py reads it).
+SOURCE_INFO = Path("nanollm/v1/source_info.binpb")
 DESCRIPTOR_SET = Path("build/nanollm.pb")
 # Added to the descriptor set only: the google.rpc error types (their Python code is a package).
 ERROR_DETAIL_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
@@ -56,7 +61,10 @@ def run_protoc(root: Path, out_dir: Path, descriptor_set: Path | None = None) ->
         "-Iproto", "-Ithird_party/googleapis",
         f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}",
     ]
-    if descriptor_set is not None:
+    if descriptor_set is None:  # the code generation run: also our comments, for reflection
+        (out_dir / SOURCE_INFO).parent.mkdir(parents=True, exist_ok=True)
+        args += ["--include_source_info", f"--descriptor_set_out={out_dir / SOURCE_INFO}"]
+    else:
         descriptor_set.parent.mkdir(parents=True, exist_ok=True)
         args += ["--include_imports", f"--descriptor_set_out={descriptor_set}",
                  f"-I{googleapis_common_root()}"]
@@ -74,7 +82,7 @@ def generated_files(root: Path, packages: set[str]) -> dict[str, bytes]:
     """Generated modules under root's top-level `packages`, by path relative to root."""
     found: dict[str, bytes] = {}
     for package in sorted(packages):
-        for path in sorted((root / package).rglob("*.py*")):
+        for path in sorted((root / package).rglob("*")):
             if path.is_file() and path.name.endswith(GENERATED_SUFFIXES):
                 found[path.relative_to(root).as_posix()] = path.read_bytes()
     return found

@@ -50,6 +50,18 @@ def test_describe_a_method_shows_its_types_and_http_rule(srv: ServerThread) -> N
     assert 'post:"/v1/generate"' in out
 
 
+def test_describe_shows_the_proto_comments(srv: ServerThread) -> None:
+    """Reflection serves the contracts with their documentation, not bare descriptors."""
+    out = grpcurl(srv.target, "describe", "nanollm.v1.GenerateService.Generate").stdout
+    assert out.startswith("nanollm.v1.GenerateService.Generate is a method:\n// Generates "
+                          "completions of one prompt and returns them when all are finished.\n")
+    out = grpcurl(srv.target, "describe", "nanollm.v1.GenerateRequest").stdout
+    assert ("  // Name of a loaded model; empty means the server's default model.\n"
+            "  string model = 1;\n") in out
+    out = grpcurl(srv.target, "describe", "nanollm.v1.TrainService").stdout
+    assert "\n  // " in out  # each method of every service is documented
+
+
 def test_an_unknown_symbol_is_still_not_found(srv: ServerThread) -> None:
     for symbol in ["nanollm.v1.GenerateService.Nope", "nanollm.v1.Nope.Generate",
                    "nanollm.v1.Nope"]:
