@@ -175,3 +175,19 @@ def test_log_probabilities_per_token(page: Any, stack: UiStack) -> None:
     # One span per token whose text stands alone (a byte cut from a character does not).
     assert 1 <= len(titles) <= 8
     assert all(t in text(page, "#pg-outputs .output-text") for t in tokens.all_text_contents())
+
+
+def test_chat_reply_tokens_without_streaming(page: Any, stack: UiStack) -> None:
+    # A reply's leading space is trimmed while its first token keeps it: the spans still
+    # spell the reply, each with its log-probability.
+    page.check("input[name=mode][value=chat]")
+    sampling(page, 8, logprobs=True, stream=False)
+    page.fill("#pg-user", "Hello!")
+    page.click("#pg-generate")
+    finished(page)
+    reply = page.locator("#pg-transcript .msg.assistant .msg-text")
+    tokens = reply.locator(".tok")
+    assert tokens.count() >= 1
+    assert "".join(tokens.all_text_contents()) == reply.inner_text()
+    assert all(re.fullmatch(r"log-probability -?\d+\.\d{3} \(p = \d\.\d{3}\)", t or "")
+               for t in [tokens.nth(i).get_attribute("title") for i in range(tokens.count())])

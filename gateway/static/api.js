@@ -45,21 +45,39 @@ async function errorOf(response) {
     // not JSON (a proxy's page): the status line says enough
   }
   const detail = body && body.error;
+  // A 429 or 503 says when to try again; the message tells the user.
+  const wait = Number(response.headers.get("Retry-After"));
+  const retry = wait > 0 ? ` (try again in ${wait} s)` : "";
   if (detail && typeof detail.message === "string") {
-    return new ApiError(response.status, detail.message, detail.param ?? null,
+    return new ApiError(response.status, `${detail.message}${retry}`, detail.param ?? null,
                         detail.code ?? null);
   }
   const text = (body && typeof body.detail === "string") ? body.detail : response.statusText;
   return new ApiError(response.status, `${response.status} ${text || "error"}`);
 }
 
+/** A network failure (server down, connection cut) as an ApiError a person can read; fetch's
+ * own TypeError says only "Failed to fetch". An abort stays an abort. */
+function unreachable(error) {
+  if (isAbort(error) || error instanceof ApiError) return error;
+  return new ApiError(0, `Cannot reach the server at ${location.host} (${error.message}).`);
+}
+
+async function fetchOrFail(path, init) {
+  try {
+    return await fetch(path, { ...init, headers: headers(init.headers) });
+  } catch (error) {
+    throw unreachable(error);
+  }
+}
+
 /** fetch() with the key; after a 401 the user is asked for a key once and the call retried. */
 async function send(path, init) {
-  let response = await fetch(path, { ...init, headers: headers(init.headers) });
+  let response = await fetchOrFail(path, init);
   if (response.status === 401) {
     const error = await errorOf(response);
     if (!(await askForKey(error.message))) throw error;
-    response = await fetch(path, { ...init, headers: headers(init.headers) });
+    response = await fetchOrFail(path, init);
   }
   if (!response.ok) throw await errorOf(response);
   return response;
@@ -92,7 +110,13 @@ export async function* events(method, path, body = undefined, { signal } = {}) {
   let buffer = "";
   try {
     for (;;) {
-      const { value, done } = await reader.read();
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (error) {
+        throw unreachable(error);  // the connection dropped mid-stream
+      }
+      const { value, done } = chunk;
       if (done) return;
       buffer += value.replace(/\r\n?/g, "\n");
       let end;

@@ -16,9 +16,13 @@ const PAGES = {
 };
 const started = new Map();
 
-function route() {
+function currentPage() {
   const name = location.hash.replace(/^#/, "").split("/")[0];
-  const page = name in PAGES ? name : "playground";
+  return name in PAGES ? name : "playground";
+}
+
+function route() {
+  const page = currentPage();
   for (const section of document.querySelectorAll(".page")) {
     section.hidden = section.id !== `page-${page}`;
   }
@@ -54,6 +58,7 @@ function openKeyDialog(reason) {
         setApiKey(input.value.trim());
         toast("API key saved in this browser.");
         resolve(true);
+        showAgain();
       } else {
         if (choice === "forget") {
           setApiKey("");
@@ -67,6 +72,13 @@ function openKeyDialog(reason) {
     dialog.showModal();
     input.focus();
   });
+}
+
+/** The page shown reads the server again with the new key (the playground's model menu, the
+ * API page's examples): what it showed was fetched without it. */
+function showAgain() {
+  const view = started.get(currentPage());
+  if (view?.show) view.show(location.hash);
 }
 
 function updateKeyButton() {

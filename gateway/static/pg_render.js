@@ -26,8 +26,9 @@ export class Outputs {
     if (!text) return;
     const box = this.box(index);
     this.texts.set(index, this.texts.get(index) + text);
-    if (tokens && tokens.length && tokens.map((t) => t[0]).join("") === text) {
-      for (const [token, logprob] of tokens) {
+    const spans = tokens && alignTokens(tokens, text);
+    if (spans) {
+      for (const [token, logprob] of spans) {
         append(box, el("span", { class: "tok", title: logprobTitle(logprob) }, token));
       }
     } else if (box.lastChild && box.lastChild.nodeType === Node.TEXT_NODE) {
@@ -41,6 +42,11 @@ export class Outputs {
     return this.texts.get(index) || "";
   }
 
+  /** No choice received any text (a refused request). */
+  empty() {
+    return ![...this.texts.values()].some(Boolean);
+  }
+
   end(index, reason) {
     if (reason) this.finish.set(index, reason);
   }
@@ -49,6 +55,24 @@ export class Outputs {
   finishReasons() {
     return [...new Set(this.finish.values())].join(", ");
   }
+}
+
+/** The [token, logprob] pairs that spell `text`, or null when they do not. A chat reply's
+ * leading whitespace (Python's idea of it, which JavaScript's trim() does not share) is
+ * trimmed while its tokens keep it: that many characters are cut from the first tokens (a
+ * token left empty is dropped). */
+export function alignTokens(tokens, text) {
+  if (!tokens.length) return null;
+  const joined = tokens.map((t) => t[0]).join("");
+  if (!joined.endsWith(text)) return null;
+  let cut = joined.length - text.length;
+  const out = [];
+  for (const [token, logprob] of tokens) {
+    const drop = Math.min(cut, token.length);
+    cut -= drop;
+    if (token.length > drop) out.push([token.slice(drop), logprob]);
+  }
+  return out;
 }
 
 function logprobTitle(logprob) {

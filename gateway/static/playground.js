@@ -91,6 +91,18 @@ function stopList() {
     .map((line) => line.replaceAll("\\n", "\n").replaceAll("\\t", "\t"));
 }
 
+/** The label of a control, for messages: "Temperature" (its hint left out). */
+function labelOf(input) {
+  return (input.labels?.[0]?.firstChild?.textContent || input.name).trim();
+}
+
+/** A number box holding text that is not a number reads as empty, which would silently send
+ * the server's default instead: name that control. Ranges are the server's to check (the form
+ * is `novalidate`): the button and Ctrl+Enter behave alike, and its message names the limit. */
+function unreadableKnob() {
+  return Object.values(NUMBER_KNOBS).map(byId).find((input) => input.validity.badInput);
+}
+
 /** The sampling fields both endpoints share, as the controls set them. */
 function sampling() {
   const body = {};
@@ -125,6 +137,14 @@ function chatBody() {
 /** Generate (or Send); `again` repeats the last request (Regenerate). */
 async function generate(again) {
   if (state.controller) return;
+  const bad = unreadableKnob();
+  if (bad) {
+    clearInvalid();
+    showError(byId("pg-error"), `${labelOf(bad)}: enter a number (${bad.name}).`);
+    bad.classList.add("invalid");
+    bad.focus();
+    return;
+  }
   if (state.mode === "chat") {
     if (!prepareChat(again)) return;
     await run("v1/chat/completions", chatBody());
@@ -175,6 +195,7 @@ async function run(path, body) {
   stats.start();
   let usage = null;
   let stopped = false;
+  let failed = false;
   try {
     if (body.stream) {
       for await (const chunk of events("POST", path, body,
@@ -188,13 +209,20 @@ async function run(path, body) {
       for (const choice of reply.choices) show(outputs, choice);
     }
   } catch (error) {
-    if (isAbort(error)) stopped = true;
-    else fail(error);
+    if (isAbort(error)) {
+      stopped = true;
+    } else {
+      failed = true;
+      fail(error);
+    }
   } finally {
     state.controller = null;
     setRunning(false);
   }
-  stats.done(usage, stopped ? "stopped" : outputs.finishReasons());
+  stats.done(usage, stopped ? "stopped" : failed ? "error" : outputs.finishReasons());
+  if (mode === "completion" && failed && outputs.empty()) {
+    replace(byId("pg-outputs"));  // no empty "Choice 1…n" boxes under the error
+  }
   if (mode === "chat") {
     if (outputs.text(0)) state.chat.push({ role: "assistant", content: outputs.text(0) });
     else drawTranscript(byId("pg-transcript"), state.chat);  // no empty reply bubble
