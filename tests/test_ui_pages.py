@@ -4,6 +4,7 @@ once, kept in the browser and sent with every call."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -170,6 +171,13 @@ def test_key_is_asked_once_kept_and_sent(browser: Any, keyed: UiStack) -> None:
     assert keyed.errors == []
 
 
+# Elements (outside <pre>) whose box reaches past the right edge of the screen.
+STICKING_OUT = """(root) => [...document.querySelectorAll(`${root} *`)]
+  .filter((node) => !node.closest("pre") && node.getClientRects().length &&
+                    node.getBoundingClientRect().right > window.innerWidth + 0.5)
+  .map((node) => `${node.tagName.toLowerCase()}.${node.className}: ${node.textContent}`)"""
+
+
 @pytest.mark.parametrize("name", ["playground", "training", "models", "api"])
 def test_pages_fit_a_phone(browser: Any, stack: UiStack, name: str) -> None:
     page = new_page(browser, stack, f"/#{name}", viewport=PHONE)
@@ -177,6 +185,40 @@ def test_pages_fit_a_phone(browser: Any, stack: UiStack, name: str) -> None:
     page.wait_for_load_state("networkidle")
     widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], f"{name}: {widths[0]} px wide on a {widths[1]} px screen"
+    # Nor is anything cut off inside a box that scrolls sideways (a table's wrapper), except
+    # code, which scrolls by design.
+    assert page.evaluate(STICKING_OUT, f"#page-{name}") == [], name
     screenshot(page, f"phone-{name}")
     page.context.close()
+    assert stack.errors == []
+
+
+def test_models_on_a_phone_failed_load_and_long_path(browser: Any, stack: UiStack) -> None:
+    # A folder name with no place to break a line, and a load that fails on a bad config.
+    long_folder = stack.tmp / ("checkpoint_" + "x" * 50)
+    shutil.copytree(stack.tmp / "tiny", long_folder)
+    (stack.tmp / "broken").mkdir()
+    (stack.tmp / "broken" / "config.json").write_text("{}")
+    admin = f"{stack.url}/v1/admin/models"
+    assert httpx2.post(admin, json={"name": "long", "path": str(long_folder)},
+                       timeout=60).status_code == 200
+    failed = httpx2.post(admin, json={"name": "broken", "path": "broken"}, timeout=60)
+    assert failed.status_code == 400
+    listed = {m["name"]: m for m in httpx2.get(admin).json()["models"]}
+    assert listed["broken"]["state"] == "MODEL_STATE_FAILED"
+    try:
+        page = new_page(browser, stack, "/#models", viewport=PHONE)
+        broken = model_row(page, "broken")
+        model_row(page, "long")
+        assert cell(broken, "State") == f"FAILED\n{listed['broken']['reason']}"
+        # No kind is known for files that were never read: the path alone.
+        assert cell(broken, "Source") == "broken"
+        assert cell(model_row(page, "long"), "Source") == \
+            f"nanollm: {listed['long']['source_path']}"
+        assert page.evaluate(STICKING_OUT, "#page-models") == []
+        screenshot(page, "phone-models-failed")
+        page.context.close()
+    finally:
+        for name in ("long", "broken"):
+            httpx2.delete(f"{admin}/{name}", timeout=60)
     assert stack.errors == []

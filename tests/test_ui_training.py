@@ -138,3 +138,15 @@ def test_cancel_then_resume(page: Any, stack: UiStack) -> None:
                            "'CANCELLED'", timeout=60_000)
     screenshot(page, "training-cancelled")
 
+
+
+def test_an_empty_source_is_named_before_anything_is_sent(page: Any, stack: UiStack) -> None:
+    fill_tiny_job(page, "nothing", 10)
+    page.check("#tr-form input[name=data][value=url]")
+    page.click("#tr-start")
+    assert wait_text(page, "#tr-form-error", "URL") == "Enter the URL of a text file."
+    page.check("#tr-form input[name=data][value=path]")
+    page.fill("#tr-data-path", " ")
+    page.click("#tr-start")
+    assert wait_text(page, "#tr-form-error", "dataset") == "Name a dataset on the server."
+    assert page.is_hidden("#tr-job")

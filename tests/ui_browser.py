@@ -38,7 +38,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Screenshots for people to look at after a run; the folder is .gitignore'd.
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "ui"
-PHONE = {"width": 390, "height": 844}
+PHONE = {"width": 375, "height": 812}
 DESKTOP = {"width": 1280, "height": 900}
 TIMEOUT_MS = 30_000
 

@@ -47,8 +47,10 @@ function row(model) {
   const ready = state === "READY";
   const shape = `${model.n_layer} layers · ${model.n_head} heads · ${model.n_embd} wide · ` +
     `${model.block_size} context`;
-  const source = `${enumLabel(model.source_kind, "SOURCE_KIND_").toLowerCase()}: ` +
-    `${model.source_path}`;
+  // A model that failed before its files were read has no kind yet: its path alone.
+  const kind = enumLabel(model.source_kind, "SOURCE_KIND_").toLowerCase();
+  const source = ["unspecified", "unknown"].includes(kind) ? model.source_path
+    : `${kind}: ${model.source_path}`;
   return el("tr", { "data-model": model.name },
     cell("Name", el("strong", {}, model.name),
          model.is_default ? [" ", el("span", { class: "badge default" }, "default")] : null),

@@ -159,6 +159,13 @@ async function start(onStarted) {
   const error = byId("tr-form-error");
   showError(error, "");
   const jobSpec = spec();
+  // Said here: the server's message for an empty field names no field a person sees.
+  const data = radio("data");
+  if (data !== "upload" && !jobSpec.data[data]) {
+    showError(error, data === "url" ? "Enter the URL of a text file."
+      : "Name a dataset on the server.");
+    return;
+  }
   let reply;
   byId("tr-start").disabled = true;
   try {
