@@ -117,8 +117,10 @@ class Engine:
             # Free batch slots take requests too: a burst that fits them is never refused,
             # even before the engine thread has admitted the earlier ones.
             if len(self._waiting) >= self.settings.max_queue + self._batch.free_slots:
-                raise QueueFullError(f"model {self.name!r} has {len(self._waiting)} requests "
-                                     "waiting (the queue is full); retry later",
+                waiting = len(self._waiting)
+                raise QueueFullError(f"model {self.name!r} has {waiting} "
+                                     f"request{'' if waiting == 1 else 's'} waiting (the queue "
+                                     "is full); retry later",
                                      retry_after=self._retry_after())
             handle = RequestHandle(request, self, loop, deadline)
             self._waiting.append(handle)

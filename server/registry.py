@@ -202,9 +202,7 @@ class ModelRegistry:
     async def load(self, spec: LoadSpec) -> ModelEntry:
         """Load a checkpoint from under the model roots (ModelAdmin.LoadModel)."""
         self._refuse_while_draining()
-        if spec.name in self._entries:
-            raise AlreadyExistsError(f"a model named {spec.name!r} already exists; unload it "
-                                     "first or pick another name")
+        self._claim_name(spec.name)
         path = resolve_under(spec.path, self.settings.model_roots, "model")
         shown = relative_to_root(path, self.settings.model_roots)
         return await self._load(spec.name, shown, spec.set_default, checkpoint=path,
@@ -215,12 +213,22 @@ class ModelRegistry:
         """Load a checkpoint the server located itself (a training job's), which is therefore
         not held to the model roots; `shown` is what ListModels says it came from."""
         self._refuse_while_draining()
-        if spec.name in self._entries:
-            raise AlreadyExistsError(f"a model named {spec.name!r} already exists; unload it "
-                                     "first or pick another name")
+        self._claim_name(spec.name)
         return await self._load(spec.name, shown, spec.set_default, checkpoint=path,
                                 device=spec.device, dtype=spec.dtype,
                                 max_batch_size=spec.max_batch_size)
+
+    def _claim_name(self, name: str) -> None:
+        """A name is free when unused or when its model FAILED to load (a retry after fixing a
+        path replaces the failed entry); a LOADING or READY model keeps it."""
+        entry = self._entries.get(name)
+        if entry is None:
+            return
+        if entry.state is not ModelState.FAILED:
+            raise AlreadyExistsError(f"a model named {name!r} already exists; unload it "
+                                     "first or pick another name")
+        log.info("model %s: replacing its failed load (%s)", name, entry.reason)
+        del self._entries[name]
 
     async def load_startup(self, name: str, checkpoint: str | None,
                            model_type: str | None) -> ModelEntry:

@@ -185,6 +185,24 @@ def test_a_file_that_is_not_a_model_fails_listed_as_failed_and_nothing_is_unpick
     assert [m.name for m in srv.admin.ListModels(M.ListModelsRequest()).models] == ["gpt"]
 
 
+def test_a_failed_load_is_replaced_by_the_next_load_of_its_name(srv: ServerThread,
+                                                                   tmp_path: Path) -> None:
+    """A typo in the path leaves a FAILED entry; loading the right path under the same name
+    replaces it (no unload first). A READY model keeps its name."""
+    (tmp_path / "empty").mkdir()
+    err = rpc_error(lambda: load(srv, "retry", "empty"))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert get(srv, "retry").state == M.MODEL_STATE_FAILED
+    tiny_byte_checkpoint(tmp_path / "good", seed=2)
+    assert load(srv, "retry", "good").state == M.MODEL_STATE_READY
+    assert get(srv, "retry").source_path == "good"
+    err = rpc_error(lambda: load(srv, "retry", "good"))
+    assert (err.code(), err.details()) == (
+        grpc.StatusCode.ALREADY_EXISTS,
+        "a model named 'retry' already exists; unload it first or pick another name")
+    assert srv.admin.UnloadModel(M.UnloadModelRequest(name="retry")).name == "retry"
+
+
 def test_unload_waits_for_in_flight_requests(srv: ServerThread, tmp_path: Path) -> None:
     tiny_byte_checkpoint(tmp_path / "second", seed=1)
     load(srv, "second", "second")

@@ -119,7 +119,8 @@ class ModelAdminServiceServicer:
     def LoadModel(self, request, context):
         """Loads a model from a checkpoint under the server's model roots and returns once it is
         READY. Meanwhile ListModels and GetModel show it as LOADING; if loading fails, the call
-        fails and the model stays listed as FAILED, with the reason, until it is unloaded.
+        fails and the model stays listed as FAILED, with the reason, until it is unloaded or a
+        new LoadModel under the same name replaces it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
