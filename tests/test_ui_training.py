@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from server_harness import greedy
 from train_job_helpers import small_text
-from ui_browser import UiStack, browser, page, screenshot, text, ui_stack, wait_text
+from ui_browser import PHONE, UiStack, browser, page, screenshot, text, ui_stack, wait_text
 
 __all__ = ["browser", "page"]  # fixtures used by name
 
@@ -137,6 +137,16 @@ def test_cancel_then_resume(page: Any, stack: UiStack) -> None:
     page.wait_for_function("document.getElementById('tr-job-state').textContent === "
                            "'CANCELLED'", timeout=60_000)
     screenshot(page, "training-cancelled")
+
+    # On a phone the chart is drawn for its width: its labels stay readable (not scaled down
+    # to half their size with the picture).
+    page.set_viewport_size(PHONE)
+    page.wait_for_function("document.getElementById('tr-chart').viewBox.baseVal.width < 400")
+    label_px = page.evaluate("Math.min(...[...document.querySelectorAll('#tr-chart text')]"
+                             ".map(t => t.getBoundingClientRect().height))")
+    assert label_px >= 10, label_px
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, "phone-training-cancelled")
 
 
 

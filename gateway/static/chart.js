@@ -2,8 +2,10 @@
 // validation loss of every evaluation against the step. Redraws at most once per frame.
 
 const NS = "http://www.w3.org/2000/svg";
-const WIDTH = 640;
-const HEIGHT = 300;
+// The drawing is as many units wide as the chart is pixels (within these bounds), so its 11 px
+// labels stay 11 px on a phone instead of shrinking with the picture.
+const MAX_WIDTH = 640;
+const MIN_WIDTH = 280;
 const MARGIN = { left: 52, right: 14, top: 14, bottom: 30 };
 
 function svg(tag, attrs = {}, text = null) {
@@ -34,7 +36,24 @@ export class LossChart {
   constructor(svgNode, caption) {
     this.node = svgNode;
     this.caption = caption;
+    this.size(MAX_WIDTH);
     this.reset();
+    // Shown, hidden or turned: draw again for the new width.
+    new ResizeObserver(() => {
+      if (this.fit() !== this.width) this.schedule();
+    }).observe(svgNode);
+  }
+
+  /** The width to draw at: the chart's width on screen (the largest while it is hidden). */
+  fit() {
+    const shown = Math.round(this.node.clientWidth);
+    return shown > 0 ? Math.min(MAX_WIDTH, Math.max(MIN_WIDTH, shown)) : MAX_WIDTH;
+  }
+
+  size(width) {
+    this.width = width;
+    this.height = Math.round(Math.min(300, Math.max(200, width * 0.6)));
+    this.node.setAttribute("viewBox", `0 0 ${this.width} ${this.height}`);
   }
 
   reset() {
@@ -63,6 +82,8 @@ export class LossChart {
   }
 
   draw() {
+    this.size(this.fit());
+    const { width, height } = this;
     const train = [...this.train].sort((a, b) => a[0] - b[0]);
     const val = [...this.val].sort((a, b) => a[0] - b[0]);
     const all = [...train, ...val];
@@ -71,7 +92,7 @@ export class LossChart {
     this.node.dataset.valPoints = String(val.length);
     this.describe(train, val);
     if (!all.length) {
-      this.node.append(svg("text", { x: WIDTH / 2, y: HEIGHT / 2, "text-anchor": "middle" },
+      this.node.append(svg("text", { x: width / 2, y: height / 2, "text-anchor": "middle" },
                            "Waiting for the first logged step…"));
       return;
     }
@@ -82,9 +103,9 @@ export class LossChart {
     const pad = (yHi - yLo) * 0.08 || 0.1;
     yLo = Math.max(0, yLo - pad);
     yHi += pad;
-    const x = (step) => MARGIN.left + (step / xMax) * (WIDTH - MARGIN.left - MARGIN.right);
-    const y = (loss) => HEIGHT - MARGIN.bottom -
-      ((loss - yLo) / (yHi - yLo)) * (HEIGHT - MARGIN.top - MARGIN.bottom);
+    const x = (step) => MARGIN.left + (step / xMax) * (width - MARGIN.left - MARGIN.right);
+    const y = (loss) => height - MARGIN.bottom -
+      ((loss - yLo) / (yHi - yLo)) * (height - MARGIN.top - MARGIN.bottom);
     this.axes(x, y, xMax, yLo, yHi);
     const line = (points) => points.map(([s, l]) => `${x(s).toFixed(1)},${y(l).toFixed(1)}`)
       .join(" ");
@@ -99,28 +120,29 @@ export class LossChart {
   }
 
   axes(x, y, xMax, yLo, yHi) {
+    const { width, height } = this;
     const left = MARGIN.left;
-    const bottom = HEIGHT - MARGIN.bottom;
+    const bottom = height - MARGIN.bottom;
     for (const v of ticks(yLo, yHi, 5)) {
-      this.node.append(svg("line", { class: "grid", x1: left, x2: WIDTH - MARGIN.right,
+      this.node.append(svg("line", { class: "grid", x1: left, x2: width - MARGIN.right,
                                      y1: y(v), y2: y(v) }));
       this.node.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end" },
                            label(v)));
     }
-    for (const v of ticks(0, xMax, 6)) {
+    for (const v of ticks(0, xMax, width < 400 ? 4 : 6)) {
       this.node.append(svg("text", { x: x(v), y: bottom + 18, "text-anchor": "middle" },
                            label(v)));
     }
     this.node.append(svg("line", { class: "axis", x1: left, x2: left, y1: MARGIN.top,
                                    y2: bottom }));
-    this.node.append(svg("line", { class: "axis", x1: left, x2: WIDTH - MARGIN.right,
+    this.node.append(svg("line", { class: "axis", x1: left, x2: width - MARGIN.right,
                                    y1: bottom, y2: bottom }));
-    this.node.append(svg("text", { x: WIDTH - MARGIN.right, y: bottom - 6,
+    this.node.append(svg("text", { x: width - MARGIN.right, y: bottom - 6,
                                    "text-anchor": "end" }, "step"));
   }
 
   legend() {
-    const x = WIDTH - MARGIN.right - 150;
+    const x = this.width - MARGIN.right - 150;
     this.node.append(svg("rect", { class: "legend-train", x, y: MARGIN.top + 4, width: 14,
                                    height: 4 }));
     this.node.append(svg("text", { x: x + 20, y: MARGIN.top + 10 }, "train loss"));
