@@ -50,6 +50,7 @@ class StepOutput:
 
     token is None only for a row that ended without sampling (cancelled). `text` is the text
     that is now safe to stream (maybe ""); `finish_reason` is set on the row's last output.
+    `top` holds the most likely alternatives (token, logprob) when the row asked for them.
     """
 
     slot: int
@@ -58,6 +59,7 @@ class StepOutput:
     logprob: float | None
     text: str
     finish_reason: str | None
+    top: list[tuple[int, float]] | None = None
 
 
 @dataclass
@@ -250,9 +252,9 @@ class DecodeBatch:
         outputs = []
         for slot, row, sample in zip(slots, rows, samples, strict=True):
             seq = row.sequence  # type: ignore[union-attr]
-            text = seq.append(sample.token, sample.logprob)
+            text = seq.append(sample.token, sample.logprob, sample.top)
             outputs.append(StepOutput(slot, seq, sample.token, sample.logprob, text,
-                                      seq.finish_reason))
+                                      seq.finish_reason, sample.top))
             if seq.finished:
                 self._rows[slot] = None
         return outputs

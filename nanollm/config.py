@@ -328,6 +328,8 @@ class GenerationConfig(BaseConfig):
         default_factory=list, help="stop at any of these strings")
     num_samples: int = option(1, "independent samples, generated as one batch", min=1, max=256)
     logprobs: bool = option(False, "return the log-probability of each chosen token")
+    top_logprobs: int = option(0, "with logprobs: also the N most likely tokens at each step",
+                               min=0, max=20)
     stop_at_eos: bool = option(True, "finish when the model emits <|endoftext|>")
     stream: bool = option(False, "InferencePipeline.generate returns an iterator of text pieces")
 
@@ -337,6 +339,8 @@ class GenerationConfig(BaseConfig):
             isinstance(s, str) and s for s in self.stop_sequences
         ):
             raise ConfigError("GenerationConfig.stop_sequences must be a list of non-empty strings")
+        if self.top_logprobs and not self.logprobs:
+            raise ConfigError("GenerationConfig.top_logprobs needs logprobs = true")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ through these steps, in this order:
 
 Logprobs are the log-softmax of the distribution actually sampled from (after steps 1-5), taken at
 the chosen token. For greedy decoding that distribution is a point mass, so greedy logprobs come
-from the penalised logits at temperature 1 (after steps 1-2).
+from the penalised logits at temperature 1 (after steps 1-2). `top_logprobs = N` adds the N most
+likely tokens of that same distribution, best first (fewer when top-k/top-p kept fewer).
 
     sampler = Sampler(GenerationConfig(temperature=0.7, top_k=50, seed=1), prompt_ids=[15496])
     out = sampler.sample(logits)                     # logits: (V,) -> Sample(token, logprob)
@@ -58,10 +59,24 @@ def row_seed(seed: int, row: int) -> int:
 
 @dataclass
 class Sample:
-    """One sampled token and, when asked for, its log-probability."""
+    """One sampled token and, when asked for, its log-probability and the most likely
+    alternatives as (token, logprob) pairs, best first."""
 
     token: int
     logprob: float | None = None
+    top: list[tuple[int, float]] | None = None
+
+
+def _top(log_probs: torch.Tensor, n: int, ids: torch.Tensor | None = None
+         ) -> list[tuple[int, float]]:
+    """The n best entries of a (V,) log-distribution as (token, logprob), best first. With
+    `ids`, log_probs is already sorted best first and ids[i] is the token of entry i."""
+    n = min(n, log_probs.shape[0])
+    if ids is None:
+        values, ids = torch.topk(log_probs, n)
+    else:
+        values, ids = log_probs[:n], ids[:n]
+    return list(zip(ids.tolist(), values.tolist(), strict=True))
 
 
 class Sampler:
@@ -266,6 +281,7 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
     V = penalised.shape[1]
     tokens: list[int] = [0] * len(samplers)
     logprobs: list[float | None] = [None] * len(samplers)
+    tops: list[list[tuple[int, float]] | None] = [None] * len(samplers)
 
     greedy = [i for i, s in enumerate(samplers) if s.greedy]
     if greedy:
@@ -279,8 +295,11 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
         if asked:
             log_probs = F.log_softmax(rows[asked], dim=-1)  # (A, V)
             chosen = log_probs.gather(1, best[asked][:, None])[:, 0].tolist()  # (A,)
-            for j, lp in zip(asked, chosen, strict=True):
-                logprobs[greedy[j]] = lp
+            for a, (j, lp) in enumerate(zip(asked, chosen, strict=True)):
+                i = greedy[j]
+                logprobs[i] = lp
+                if samplers[i].config.top_logprobs:
+                    tops[i] = _top(log_probs[a], samplers[i].config.top_logprobs)
 
     plain = [i for i, s in enumerate(samplers) if not s.greedy and not _filtered(s, V)]
     if plain:
@@ -293,6 +312,8 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
             tokens[i] = int(token)
             if subset[j].config.logprobs:
                 logprobs[i] = float(log_probs[j, token])
+                if subset[j].config.top_logprobs:
+                    tops[i] = _top(log_probs[j], subset[j].config.top_logprobs)
 
     filtered = [i for i, s in enumerate(samplers) if not s.greedy and _filtered(s, V)]
     if filtered:
@@ -305,7 +326,9 @@ def sample_batch(samplers: Sequence[Sampler], logits: torch.Tensor) -> list[Samp
             tokens[i] = int(ids[j, rank])
             if subset[j].config.logprobs:
                 logprobs[i] = float(row_lp[rank])
+                if subset[j].config.top_logprobs:  # the kept candidates are sorted best first
+                    tops[i] = _top(row_lp, subset[j].config.top_logprobs, ids[j, : kept[j]])
 
     for s, token in zip(samplers, tokens, strict=True):
         s.output_ids.append(token)
-    return [Sample(t, lp) for t, lp in zip(tokens, logprobs, strict=True)]
+    return [Sample(t, lp, top) for t, lp, top in zip(tokens, logprobs, tops, strict=True)]

@@ -29,7 +29,9 @@ class Completion:
 
     `token_ids` holds every sampled token, including an end-of-text or stop-completing last token
     (`text` never contains the end-of-text marker or a stop sequence); `logprobs`, when asked
-    for, has one entry per token id. `seed` reproduces this sequence with num_samples=1.
+    for, has one entry per token id, and `top_logprobs` (with GenerationConfig.top_logprobs) one
+    list of (token, logprob) alternatives per token id, best first. `seed` reproduces this
+    sequence with num_samples=1.
     """
 
     text: str
@@ -39,6 +41,7 @@ class Completion:
     completion_tokens: int
     seed: int
     logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 class SequenceState:
@@ -67,19 +70,25 @@ class SequenceState:
         self._pieces: list[str] = []
         self.token_ids: list[int] = []
         self.logprobs: list[float] | None = [] if config.logprobs else None
+        # Per token: the most likely alternatives (token, logprob), when top_logprobs asked.
+        self.top_logprobs: list[list[tuple[int, float]]] | None = (
+            [] if config.logprobs and config.top_logprobs else None)
         self.finish_reason: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def append(self, token: int, logprob: float | None = None) -> str:
+    def append(self, token: int, logprob: float | None = None,
+               top: list[tuple[int, float]] | None = None) -> str:
         """Record a sampled token; returns the text that is now safe to stream (maybe "")."""
         if self.finished:
             raise RuntimeError("append() on a finished sequence")
         self.token_ids.append(token)
         if self.logprobs is not None:
             self.logprobs.append(float("nan") if logprob is None else logprob)
+        if self.top_logprobs is not None:
+            self.top_logprobs.append(top or [])
         if token == self.eot_token:
             return self._finish("stop", "")
         text, matched = self._stop.push(self._detok.push(token))
@@ -116,4 +125,5 @@ class SequenceState:
             completion_tokens=len(self.token_ids),
             seed=self.sampler.seed,
             logprobs=None if self.logprobs is None else list(self.logprobs),
+            top_logprobs=None if self.top_logprobs is None else list(self.top_logprobs),
         )

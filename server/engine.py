@@ -264,7 +264,8 @@ class Engine:
         generated = 0
         for out in outputs:
             handle, index = self._slots[out.slot]
-            event = TokenEvent(index, out.token, out.logprob, out.text, out.finish_reason)
+            event = TokenEvent(index, out.token, out.logprob, out.text, out.finish_reason,
+                               top=out.top)
             if out.token is not None:
                 generated += 1
                 self._count_token(handle, index, now)

@@ -27,6 +27,7 @@ class TokenEvent:
     text: str  # text now safe to stream (maybe "")
     finish_reason: str | None = None  # "stop" | "length" | "cancelled" on the choice's last event
     completion: Completion | None = None
+    top: list[tuple[int, float]] | None = None  # the most likely alternatives, when asked
 
 
 @dataclass

@@ -48,11 +48,17 @@ def usage_pb(prompt_tokens: int, completion_tokens: int) -> generate_pb2.Usage:
                               total_tokens=prompt_tokens + completion_tokens)
 
 
+def top_logprobs_pb(top: list[tuple[int, float]]) -> generate_pb2.TopLogprobs:
+    return generate_pb2.TopLogprobs(token_ids=[t for t, _ in top], logprobs=[lp for _, lp in top])
+
+
 def choice_pb(index: int, completion: Completion) -> generate_pb2.Choice:
     return generate_pb2.Choice(index=index, text=completion.text, token_ids=completion.token_ids,
                                logprobs=completion.logprobs or [],
                                finish_reason=FINISH_REASONS[completion.finish_reason],
-                               seed=completion.seed)
+                               seed=completion.seed,
+                               top_logprobs=[top_logprobs_pb(top) for top in
+                                             completion.top_logprobs or []])
 
 
 class GenerateService(generate_pb2_grpc.GenerateServiceServicer):
@@ -154,6 +160,8 @@ class GenerateService(generate_pb2_grpc.GenerateServiceServicer):
             message.token_ids.append(event.token)
             if event.logprob is not None:
                 message.logprobs.append(event.logprob)
+            if event.top is not None:
+                message.top_logprobs.append(top_logprobs_pb(event.top))
         if event.finish_reason is not None:
             message.finish_reason = FINISH_REASONS[event.finish_reason]
             message.seed = row_seed(req.seed, event.index)

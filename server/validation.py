@@ -23,8 +23,10 @@ from nanollm.tokenizer import Tokenizer
 from nanollm.v1 import generate_pb2, model_admin_pb2
 from server.errors import FieldViolation, InvalidArgumentError
 
-# OpenAI allows 4 stop sequences; long ones only cost matching time per token.
-MAX_STOP_SEQUENCES = 4
+# OpenAI allows 4 stop sequences, and the gateway's chat template adds one of its own; long ones
+# only cost matching time per token.
+MAX_STOP_SEQUENCES = 8
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 MAX_STOP_LENGTH = 64
 MAX_REQUEST_ID_LENGTH = 128
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -100,13 +102,20 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
     if seed is not None and seed >= SEED_MODULUS:
         bad.append(("sampling.seed", f"must be below 2^63, got {seed}"))
     stop = _stop_sequences(list(s.stop), bad)
+    logprobs = s.logprobs if given("logprobs") else defaults.logprobs
+    top_logprobs = s.top_logprobs if given("top_logprobs") else 0
+    if top_logprobs > MAX_TOP_LOGPROBS:
+        bad.append(("sampling.top_logprobs", f"must be in [0, {MAX_TOP_LOGPROBS}], got "
+                                             f"{top_logprobs}"))
+    elif top_logprobs and not logprobs:
+        bad.append(("sampling.top_logprobs", "needs sampling.logprobs = true"))
     if bad:
         raise InvalidArgumentError(bad)
     try:
         config = defaults.replace(
             max_new_tokens=max_tokens, top_k=top_k, num_samples=n, seed=None,
             stop_sequences=stop, stream=False, **knobs,
-            logprobs=s.logprobs if given("logprobs") else defaults.logprobs,
+            logprobs=logprobs, top_logprobs=top_logprobs,
             stop_at_eos=s.stop_at_eos if given("stop_at_eos") else defaults.stop_at_eos)
     except ConfigError as exc:  # a range this module does not check; still the client's input
         raise InvalidArgumentError([("sampling", str(exc))]) from exc

@@ -87,6 +87,11 @@ def test_generate_stream_and_tokenize(client: Client) -> None:
     assert messages[-1].finish_reason == generate_pb2.FINISH_REASON_LENGTH
     assert messages[-1].timings.total_ms > 0
 
+    ranked = client.generate("ROMEO:", max_tokens=2, temperature=0.0, logprobs=True,
+                             top_logprobs=2).choices[0]
+    assert [t.token_ids[0] for t in ranked.top_logprobs] == list(choice.token_ids[:2])
+    assert [len(t.logprobs) for t in ranked.top_logprobs] == [2, 2]
+
     tokens = client.tokenize("ROMEO:")
     assert list(tokens.token_ids) == list(b"ROMEO:") and tokens.count == 6
     assert client.detokenize(tokens.token_ids).text == "ROMEO:"

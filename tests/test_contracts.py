@@ -210,17 +210,24 @@ def test_stale_code_fails_the_check_until_make_proto(tmp_path: Path, change: str
     assert codegen(root, "--check").returncode == 0
 
 
+def line_of(path: Path, text: str) -> int:
+    """1-based number of the line of `path` that holds `text`."""
+    lines = path.read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
 def test_protoc_errors_are_one_line_and_leave_the_code_alone(tmp_path: Path) -> None:
     root = copy_contracts(tmp_path)
     before = (root / "nanollm" / "v1" / "generate_pb2.py").read_bytes()
-    edit(root / "proto" / "nanollm" / "v1" / "generate.proto", "uint32 total_tokens = 3;",
-         "uint32 total_tokens = 2;")
+    proto = root / "proto" / "nanollm" / "v1" / "generate.proto"
+    line = line_of(proto, "uint32 total_tokens = 3;")
+    edit(proto, "uint32 total_tokens = 3;", "uint32 total_tokens = 2;")
     result = codegen(root)
     assert result.returncode == 2
     assert result.stderr == (
-        'protoc failed: proto/nanollm/v1/generate.proto:119:25: Field number 2 has already been '
-        'used in "nanollm.v1.Usage" by field "completion_tokens". Next available field number is '
-        "3.\n")
+        f'protoc failed: proto/nanollm/v1/generate.proto:{line}:25: Field number 2 has already '
+        'been used in "nanollm.v1.Usage" by field "completion_tokens". Next available field '
+        "number is 3.\n")
     assert (root / "nanollm" / "v1" / "generate_pb2.py").read_bytes() == before
 
 
@@ -232,12 +239,13 @@ def test_protoc_errors_are_one_line_and_leave_the_code_alone(tmp_path: Path) -> 
 def test_buf_lint_passes_and_catches_a_missing_comment(tmp_path: Path) -> None:
     assert run(BUF, "lint").returncode == 0
     root = copy_contracts(tmp_path)
-    edit(root / "proto" / "nanollm" / "v1" / "generate.proto",
-         "  // Tokens in the prompt (counted once, whatever n is).\n", "")
+    proto = root / "proto" / "nanollm" / "v1" / "generate.proto"
+    line = line_of(proto, "uint32 prompt_tokens = 1;") - 1  # once its comment line is gone
+    edit(proto, "  // Tokens in the prompt (counted once, whatever n is).\n", "")
     result = run(BUF, "lint", cwd=root)
     assert (result.returncode, result.stdout) == (100, (
-        'proto/nanollm/v1/generate.proto:114:3:Field "prompt_tokens" should have a non-empty '
-        "comment for documentation.\n"))
+        f'proto/nanollm/v1/generate.proto:{line}:3:Field "prompt_tokens" should have a '
+        "non-empty comment for documentation.\n"))
 
 
 def git(root: Path, *args: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nanollm.config import GenerationConfig
+from nanollm.config import ConfigError, GenerationConfig
 from nanollm.sampling import Sampler, process_batch, row_seed, sample_batch
 
 
@@ -136,6 +136,42 @@ def test_batch_logprobs_belong_to_the_rows_that_asked(logits: torch.Tensor) -> N
     assert together[0].logprob is None and together[2].logprob is None
     assert together[1].logprob == pytest.approx(float(F.log_softmax(-logits, -1).max()),
                                                 abs=1e-6)
+
+
+def test_top_logprobs_are_the_best_of_the_sampled_distribution(logits: torch.Tensor) -> None:
+    """Greedy: the best of log_softmax(logits); plain sampling: of log_softmax(logits / T);
+    top-k: of the k kept tokens renormalised, so never more than k."""
+    def best(dist: torch.Tensor, n: int) -> list[tuple[int, float]]:
+        values, ids = torch.topk(dist, n)
+        return list(zip(ids.tolist(), values.tolist(), strict=True))
+
+    def same(got: list[tuple[int, float]] | None, want: list[tuple[int, float]]) -> bool:
+        return got is not None and [t for t, _ in got] == [t for t, _ in want] and all(
+            abs(a - b) < 1e-5 for (_, a), (_, b) in zip(got, want, strict=True))
+
+    greedy = Sampler(cfg(temperature=0.0, logprobs=True, top_logprobs=3)).sample(logits)
+    assert same(greedy.top, best(F.log_softmax(logits, -1), 3))
+    assert greedy.top[0] == (greedy.token, greedy.logprob)
+
+    plain = Sampler(cfg(temperature=0.5, logprobs=True, top_logprobs=4, seed=1)).sample(logits)
+    assert same(plain.top, best(F.log_softmax(logits / 0.5, -1), 4))
+
+    top_k = Sampler(cfg(top_k=2, logprobs=True, top_logprobs=5, seed=1)).sample(logits)
+    kept = torch.full_like(logits, -math.inf)
+    two = torch.topk(logits, 2).indices
+    kept[two] = logits[two]
+    assert same(top_k.top, best(F.log_softmax(kept, -1), 2))
+
+    batch = sample_batch([Sampler(cfg(temperature=0.0, logprobs=True)),
+                          Sampler(cfg(temperature=0.0, logprobs=True, top_logprobs=1))],
+                         torch.stack([logits, -logits]))
+    assert batch[0].top is None
+    assert same(batch[1].top, best(F.log_softmax(-logits, -1), 1))
+
+
+def test_top_logprobs_need_logprobs() -> None:
+    with pytest.raises(ConfigError, match="top_logprobs needs logprobs = true"):
+        GenerationConfig(top_logprobs=2).validate()
 
 
 def test_sample_records_output_and_row_seeds_differ(logits: torch.Tensor) -> None:

@@ -111,6 +111,24 @@ def test_generate_returns_what_the_stream_sends(srv: ServerThread) -> None:
     assert response.model == "gpt" and len(response.request_id) == 32
 
 
+def test_top_logprobs_give_the_best_alternatives_at_each_position(srv: ServerThread) -> None:
+    """Greedy: the chosen token is the best alternative, with its own logprob; the stream sends
+    the same alternatives as Generate, one entry per token."""
+    sampling = dict(logprobs=True, top_logprobs=3)
+    choice = srv.generate.Generate(greedy("HAMLET:", 8, **sampling), timeout=30).choices[0]
+    messages = collect_stream(srv, stream_request("HAMLET:", 8, temperature=0.0, **sampling))
+    assert len(choice.top_logprobs) == len(choice.token_ids) == 8
+    for token, logprob, top in zip(choice.token_ids, choice.logprobs, choice.top_logprobs,
+                                   strict=True):
+        assert len(top.token_ids) == 3 and top.token_ids[0] == token
+        assert top.logprobs[0] == logprob
+        assert list(top.logprobs) == sorted(top.logprobs, reverse=True)
+    streamed = [top for m in messages for top in m.top_logprobs]
+    assert streamed == list(choice.top_logprobs)
+    plain = srv.generate.Generate(greedy("HAMLET:", 8, logprobs=True)).choices[0]
+    assert not plain.top_logprobs and list(plain.logprobs) == list(choice.logprobs)
+
+
 def test_choice_i_of_n_is_reproduced_alone_with_seed_plus_i(srv: ServerThread) -> None:
     three = srv.generate.Generate(greedy("JULIET:", 10, temperature=1.0, seed=41, n=3))
     second = srv.generate.Generate(greedy("JULIET:", 10, temperature=1.0, seed=42, n=1))
