@@ -44,6 +44,7 @@ from gateway.openai_models import (
     ChoiceLogprobs,
     Delta,
     TokenLogprob,
+    TopLogprob,
 )
 from gateway.sse import STREAMED, EventStreamResponse, id_header, openai_events
 from nanollm.client_errors import NanoLLMError
@@ -63,10 +64,19 @@ def render_chat(messages: Sequence[ChatMessage]) -> str:
     return "\n\n".join([*turns, "Assistant:"])
 
 
-def token_logprobs(tokens: list[str], logprobs: Sequence[float]) -> ChoiceLogprobs:
+def token_logprobs(tokens: list[str], logprobs: Sequence[float],
+                   ranked: list[list[tuple[str, float]]]) -> ChoiceLogprobs:
+    """Chat logprobs: each token with its alternatives (top_logprobs of them, best first)."""
+    def alternatives(i: int) -> list[TopLogprob]:
+        if not ranked:
+            return []
+        return [TopLogprob(token=t, bytes=list(t.encode("utf-8")), logprob=lp)
+                for t, lp in ranked[i]]
+
     return ChoiceLogprobs(content=[
-        TokenLogprob(token=t, bytes=list(t.encode("utf-8")), logprob=lp, top_logprobs=[])
-        for t, lp in zip(tokens, logprobs, strict=True)])
+        TokenLogprob(token=t, bytes=list(t.encode("utf-8")), logprob=lp,
+                     top_logprobs=alternatives(i))
+        for i, (t, lp) in enumerate(zip(tokens, logprobs, strict=True))])
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion,
@@ -97,7 +107,8 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request) 
         logprobs = None
         if body.logprobs:
             tokens = await texts(reply.model, list(choice.token_ids))
-            logprobs = token_logprobs(tokens, choice.logprobs)
+            ranked = await texts.ranked(reply.model, choice.top_logprobs)
+            logprobs = token_logprobs(tokens, choice.logprobs, ranked)
         choices.append(ChatChoice(finish_reason=finish_reason(choice.finish_reason) or "stop",
                                   index=choice.index, logprobs=logprobs,
                                   message=AssistantMessage(content=choice.text.lstrip())))
@@ -132,7 +143,8 @@ async def _chunks(body: ChatCompletionRequest, stream: Stream, request_id: str, 
             logprobs = None
             if body.logprobs and message.token_ids:
                 tokens = await texts(message.model, list(message.token_ids))
-                logprobs = token_logprobs(tokens, message.logprobs)
+                ranked = await texts.ranked(message.model, message.top_logprobs)
+                logprobs = token_logprobs(tokens, message.logprobs, ranked)
             if text or reason is not None or logprobs is not None:
                 delta = Delta(content=text) if text else Delta()
                 yield chunk(ChatChunkChoice(delta=delta, index=piece.choice,

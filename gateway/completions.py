@@ -70,15 +70,23 @@ async def prompt_texts(body: CompletionRequest, backend: Backend, request: Reque
         raise GatewayError(err.code, describe(err, RENAMES)[1], "prompt") from None
 
 
-def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int
+def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int,
+                        ranked: list[list[tuple[str, float]]] | None = None
                         ) -> CompletionLogprobs:
+    """OpenAI's legacy logprobs object. `top_logprobs[i]` maps the best alternatives at
+    position i to their logprobs and, as OpenAI's does, always holds the sampled token too
+    (so up to logprobs + 1 entries); with logprobs 0 it holds the sampled token alone."""
     offsets = []
     for token in tokens:
         offsets.append(offset)
         offset += len(token)
+    tops = []
+    for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
+        top = dict(ranked[i]) if ranked else {}
+        top.setdefault(token, logprob)
+        tops.append(top)
     return CompletionLogprobs(text_offset=offsets, token_logprobs=list(logprobs), tokens=tokens,
-                              top_logprobs=[{t: lp} for t, lp in zip(tokens, logprobs,
-                                                                     strict=True)])
+                              top_logprobs=tops)
 
 
 @router.post("/v1/completions", response_model=Completion, responses=ERRORS | STREAMED,
@@ -104,7 +112,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
             logprobs = None
             if body.wants_logprobs:
                 tokens = await texts(reply.model, list(choice.token_ids))
-                logprobs = completion_logprobs(tokens, list(choice.logprobs), 0)
+                ranked = await texts.ranked(reply.model, choice.top_logprobs)
+                logprobs = completion_logprobs(tokens, list(choice.logprobs), 0, ranked)
             choices.append(CompletionChoice(
                 finish_reason=finish_reason(choice.finish_reason),
                 index=p * body.choices_per_prompt + choice.index, logprobs=logprobs, text=text))
@@ -136,8 +145,9 @@ async def _chunks(body: CompletionRequest, prompts: list[str], stream: Stream, r
             logprobs = None
             if body.wants_logprobs and message.token_ids:
                 tokens = await texts(message.model, list(message.token_ids))
+                ranked = await texts.ranked(message.model, message.top_logprobs)
                 offset = offsets.get(piece.choice, 0)
-                logprobs = completion_logprobs(tokens, list(message.logprobs), offset)
+                logprobs = completion_logprobs(tokens, list(message.logprobs), offset, ranked)
                 offsets[piece.choice] = offset + sum(len(t) for t in tokens)
             if message.text or reason is not None or logprobs is not None:
                 yield chunk(piece.choice, message.text, reason, logprobs)

@@ -14,7 +14,7 @@ A stream is opened by reading the first message of every call, so a request the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -196,3 +196,14 @@ class TokenTexts:
             generate_pb2.DetokenizeRequest(model=model, token_ids=[i])) for i in missing))
         self._cache.update((i, r.text) for i, r in zip(missing, replies, strict=True))
         return [self._cache[i] for i in ids]
+
+    async def ranked(self, model: str, tops: Sequence[generate_pb2.TopLogprobs]
+                     ) -> list[list[tuple[str, float]]]:
+        """Each position's alternatives as (token text, logprob), best first."""
+        texts = await self(model, [i for top in tops for i in top.token_ids])
+        out, start = [], 0
+        for top in tops:
+            out.append(list(zip(texts[start:start + len(top.token_ids)], top.logprobs,
+                                strict=True)))
+            start += len(top.token_ids)
+        return out

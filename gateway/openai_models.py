@@ -98,8 +98,8 @@ class _Sampling(_Request):
     def choices_per_prompt(self) -> int:
         return self.n or 1
 
-    def _params(self, max_tokens: int | None, logprobs: bool, extra_stop: list[str]
-                ) -> generate_pb2.SamplingParams:
+    def _params(self, max_tokens: int | None, logprobs: bool, extra_stop: list[str],
+                top_logprobs: int = 0) -> generate_pb2.SamplingParams:
         params = generate_pb2.SamplingParams(stop=self.stop_list + extra_stop)
         knobs = {"max_tokens": max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                  "top_k": self.top_k, "repetition_penalty": self.repetition_penalty,
@@ -111,6 +111,8 @@ class _Sampling(_Request):
                 setattr(params, name, value)
         if logprobs:
             params.logprobs = True
+            if top_logprobs:
+                params.top_logprobs = top_logprobs
         return params
 
     @model_validator(mode="after")
@@ -170,9 +172,6 @@ class CompletionRequest(_Sampling):
             raise ValueError("suffix: not supported")
         if self.best_of is not None and self.best_of != self.choices_per_prompt:
             raise ValueError("best_of: only best_of equal to n is supported")
-        if self.logprobs:
-            raise ValueError("logprobs: only 0 is supported (the log-probability of each "
-                             "sampled token); the most likely alternatives are not computed")
         if self.echo and self.logprobs is not None:
             raise ValueError("logprobs: not supported together with echo (prompt tokens are "
                              "not scored)")
@@ -193,7 +192,7 @@ class CompletionRequest(_Sampling):
 
     def to_sampling_params(self) -> generate_pb2.SamplingParams:
         limit = DEFAULT_COMPLETION_TOKENS if self.max_tokens is None else self.max_tokens
-        return self._params(limit, self.wants_logprobs, [])
+        return self._params(limit, self.wants_logprobs, [], self.logprobs or 0)
 
 
 class TextPart(_Request):
@@ -259,9 +258,6 @@ class ChatCompletionRequest(_Sampling):
 
     @model_validator(mode="after")
     def _check_supported(self) -> ChatCompletionRequest:
-        if self.top_logprobs:
-            raise ValueError("top_logprobs: only 0 is supported (the most likely alternatives "
-                             "are not computed)")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs: needs logprobs set to true")
         return self
@@ -270,7 +266,8 @@ class ChatCompletionRequest(_Sampling):
                            ) -> generate_pb2.SamplingParams:
         """`template_stop`: the chat template's end-of-turn strings, added to the client's."""
         limit = self.max_completion_tokens or self.max_tokens
-        return self._params(limit, bool(self.logprobs), template_stop or [])
+        return self._params(limit, bool(self.logprobs), template_stop or [],
+                            self.top_logprobs or 0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,6 +170,35 @@ def test_logprobs(stack: Stack) -> None:
                for c in content)
 
 
+def test_top_logprobs_in_completions_and_chat(stack: Stack) -> None:
+    """logprobs: N (completions) and top_logprobs: N (chat) give the N best alternatives at each
+    position, as the server ranks them; the sampled token is among them (greedy: first)."""
+    direct = stack.direct("Hi", max_tokens=3, temperature=0, logprobs=True,
+                          top_logprobs=3).choices[0]
+
+    def text(token: int) -> str:
+        return stack.http.post("/detokenize", json={"tokens": [token]}).json()["prompt"]
+
+    want = [{text(t): pytest.approx(lp) for t, lp in zip(top.token_ids, top.logprobs,
+                                                         strict=True)}
+            for top in direct.top_logprobs]
+    body = stack.http.post("/v1/completions", json={
+        "model": "gpt", "prompt": "Hi", "max_tokens": 3, "temperature": 0,
+        "logprobs": 3}).json()
+    logprobs = body["choices"][0]["logprobs"]
+    assert logprobs["top_logprobs"] == want
+    assert [next(iter(top)) for top in logprobs["top_logprobs"]] == logprobs["tokens"]
+
+    chat = stack.http.post("/v1/chat/completions", json={
+        "model": "gpt", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2,
+        "temperature": 0, "logprobs": True, "top_logprobs": 2}).json()
+    for c in chat["choices"][0]["logprobs"]["content"]:
+        assert len(c["top_logprobs"]) == 2
+        assert c["top_logprobs"][0] == {"token": c["token"], "bytes": c["bytes"],
+                                        "logprob": c["logprob"]}
+        assert c["top_logprobs"][1]["logprob"] <= c["logprob"]
+
+
 def test_tokenize_and_detokenize(stack: Stack) -> None:
     tokens = stack.http.post("/tokenize", json={"model": "gpt", "prompt": "Hé"}).json()
     assert tokens == {"model": "gpt", "count": 3, "tokens": [72, 195, 169],

@@ -178,7 +178,7 @@ def test_chat_request_adds_the_end_of_turn_and_prefers_max_completion_tokens() -
 @pytest.mark.parametrize(("fields", "says"), [
     ({"prompt": [[1], []]}, "prompt: a token-id prompt must not be empty"),
     ({"prompt": []}, "prompt: must not be an empty list"),
-    ({"logprobs": 2}, "logprobs: only 0 is supported"),
+    ({"logprobs": 6}, "less than or equal to 5"),
     ({"echo": True, "logprobs": 0}, "not supported together with echo"),
     ({"suffix": "x"}, "suffix: not supported"),
     ({"best_of": 3}, "best_of: only best_of equal to n"),
