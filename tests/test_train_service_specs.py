@@ -46,6 +46,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     DataPreparer("byte").prepare_data(data / "small.txt", output_dir=data / "prepared-byte",
                                       block_size=32, show_progress=False)
     os.symlink("/etc", data / "etc-link")
+    (tmp / "models" / "broken").mkdir(parents=True)  # a checkpoint whose config.json is bad
+    (tmp / "models" / "broken" / "config.json").write_text("{}")
+    (tmp / "models" / "broken" / "model.safetensors").write_bytes(b"")
     config = server_config(tiny_byte_checkpoint(tmp / "models" / "ckpt"), tmp / "models",
                            jobs_root=str(tmp / "jobs"), data_roots=[str(data)],
                            max_upload_bytes=1000, max_download_bytes=5000)
@@ -136,6 +139,8 @@ BAD_SPECS: list[tuple[str, list[Edit], str, str]] = [
      "spec.training.gradient_accumulation_steps", "divisible by the number of ranks (2)"),
     ("checkpoint outside the model roots", [_set("checkpoint_path", "/etc")],
      "spec.checkpoint_path", "'/etc' is outside the model roots"),
+    ("checkpoint with a bad config.json", [_set("checkpoint_path", "broken")],
+     "spec.checkpoint_path", "broken/config.json: "),
     ("unknown job", [_set("from_job_id", UNKNOWN_JOB)], "spec.from_job_id",
      f"no job '{UNKNOWN_JOB}'"),
     ("malformed job id", [_set("from_job_id", "../../x")], "spec.from_job_id",

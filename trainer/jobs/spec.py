@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nanollm.checkpoint import CheckpointError
 from nanollm.config import ConfigError, ModelConfig, TrainingConfig, range_text
 from nanollm.config_io import build_config
 from nanollm.device import resolve_device
@@ -170,6 +171,13 @@ def preflight(plan: JobPlan, job_dir: Path) -> None:
         check_config(cfg, set(config.get("model", {})))
     except ConfigError as exc:
         raise SpecError([(_field_of(str(exc), plan.spec), str(exc))]) from None
+    except CheckpointError as exc:  # the starting checkpoint's files (config.json) are bad
+        which = plan.spec.WhichOneof("model") or "model"
+        text = str(exc)
+        start = str(config.get("init_from", ""))
+        if which == "checkpoint_path" and start:  # as the client named it, not the server path
+            text = text.replace(start, plan.spec.checkpoint_path)
+        raise SpecError([(f"spec.{which}", text)]) from None
 
 
 # ----------------------------------------------------------------------------------------------
