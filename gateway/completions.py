@@ -5,10 +5,9 @@ choice i. `echo` puts the prompt before each choice's text (in a stream: as the 
 chunk). `logprobs: 0` returns the log-probability of each sampled token, with `text_offset`
 counted in the returned text.
 
-A prompt of token ids (`[15496, 995]`, or a list of such lists) is sent as the text it decodes
-to, and only when that text encodes back to exactly those ids, so the model sees the tokens
-asked for; otherwise (ids no text encodes to, such as a split UTF-8 character or a special
-token) the request is a 400. The contract's prompts are text.
+A prompt of token ids (`[15496, 995]`, or a list of such lists) is sent as those ids
+(`prompt_token_ids`), so the model sees exactly the tokens asked for, even ones no text encodes
+to (a special token, part of a UTF-8 character); `echo` shows the text they decode to.
 """
 
 from __future__ import annotations
@@ -40,27 +39,15 @@ router = APIRouter(tags=["OpenAI"])
 RENAMES = {"token_ids": "prompt"}
 
 
-async def _text_of(backend: Backend, request: Request, model: str, ids: list[int]) -> str:
-    """The text whose tokens are exactly `ids` (a 400 if there is none)."""
-    text = (await backend.call(request, backend.generate.Detokenize,
-                               generate_pb2.DetokenizeRequest(model=model, token_ids=ids))).text
-    again = await backend.call(request, backend.generate.Tokenize,
-                               generate_pb2.TokenizeRequest(model=model, text=text))
-    if list(again.token_ids) != ids:
-        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"prompt: the token ids decode to {text!r}, which the model's "
-                           "tokenizer encodes differently; the server takes prompts as text, "
-                           "so send ids that some text encodes to (or the text)", "prompt")
-    return text
-
-
 async def prompt_texts(body: CompletionRequest, backend: Backend, request: Request
                        ) -> list[str]:
-    """Each prompt as text (token-id prompts decoded, see the module docstring)."""
+    """Each prompt as text, for echo: token-id prompts decoded (which also checks their ids)."""
     async def text(prompt: str | list[int]) -> str:
         if isinstance(prompt, str):
             return prompt
-        return await _text_of(backend, request, body.model, prompt)
+        return (await backend.call(request, backend.generate.Detokenize,
+                                   generate_pb2.DetokenizeRequest(model=body.model,
+                                                                  token_ids=prompt))).text
 
     try:
         return list(await asyncio.gather(*(text(p) for p in body.prompt_list)))
@@ -95,8 +82,8 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
     backend: Backend = request.app.state.backend
     request_id = f"cmpl-{uuid.uuid4().hex}"
     prompts = await prompt_texts(body, backend, request)
-    gen = Generation(backend, request, body.model, prompts, body.to_sampling_params(),
-                     request_id)
+    gen = Generation(backend, request, body.model, body.prompt_list,
+                     body.to_sampling_params(), request_id)
     created = int(time.time())
     if body.stream:
         stream = await gen.open_stream()

@@ -90,6 +90,8 @@ def openai_param(field: str, renames: Renames | None = None) -> str | None:
     head = field.split(".")[-1].split("[")[0]
     if head in UNNAMED or not head:
         return None
+    if head == "prompt_token_ids":  # OpenAI sends token-id prompts as `prompt`
+        head = "prompt"
     return (renames or {}).get(head, head)
 
 

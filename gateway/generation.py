@@ -56,9 +56,16 @@ class Piece:
     message: generate_pb2.StreamGenerateResponse
 
 
+def _prompt_fields(prompt: str | list[int]) -> dict[str, Any]:
+    """The request fields of a prompt: text, or token ids."""
+    return {"prompt": prompt} if isinstance(prompt, str) else {"prompt_token_ids": prompt}
+
+
 class Generation:
-    def __init__(self, backend: Backend, request: Request, model: str, prompts: list[str],
-                 params: generate_pb2.SamplingParams, request_id: str) -> None:
+    def __init__(self, backend: Backend, request: Request, model: str,
+                 prompts: Sequence[str | list[int]], params: generate_pb2.SamplingParams,
+                 request_id: str) -> None:
+        """prompts: texts, or token ids (sent as prompt_token_ids)."""
         self.backend = backend
         self.request = request
         self.n = params.n if params.HasField("n") else 1
@@ -66,12 +73,12 @@ class Generation:
         ids = [request_id] if len(prompts) == 1 else [f"{request_id}-{i}"
                                                       for i in range(len(prompts))]
         self.prompts = prompts
-        self._requests = [(model, prompt, params, rid)
+        self._requests = [(model, _prompt_fields(prompt), params, rid)
                           for prompt, rid in zip(prompts, ids, strict=True)]
 
     async def complete(self) -> list[generate_pb2.GenerateResponse]:
         calls = [self.backend.generate.Generate(
-            generate_pb2.GenerateRequest(model=m, prompt=p, sampling=s, request_id=r),
+            generate_pb2.GenerateRequest(model=m, sampling=s, request_id=r, **p),
             **self.backend.call_options(self.request)) for m, p, s, r in self._requests]
 
         def cancel_all() -> None:
@@ -89,7 +96,7 @@ class Generation:
 
     async def open_stream(self) -> Stream:
         calls = [self.backend.stream(self.request, generate_pb2.StreamGenerateRequest(
-            model=m, prompt=p, sampling=s, request_id=r)) for m, p, s, r in self._requests]
+            model=m, sampling=s, request_id=r, **p)) for m, p, s, r in self._requests]
         stream = Stream(calls, self.n)
         try:
             await self.backend.until_disconnect(self.request, stream.prime(), stream.cancel)

@@ -150,10 +150,16 @@ class _Settings:
                 "timeout": self.timeout if timeout is None else timeout}
 
 
-def _generate_request(cls: Any, prompt: str, model: str, request_id: str,
+Prompt = str | Sequence[int]  # text, or token ids of the model's tokenizer
+
+
+def _generate_request(cls: Any, prompt: Prompt, model: str, request_id: str,
                       sampling: Sampling | None, knobs: dict[str, Any]) -> Any:
-    return cls(model=model, prompt=prompt, request_id=request_id,
-               sampling=_sampling(sampling, knobs))
+    params = _sampling(sampling, knobs)
+    if isinstance(prompt, str):
+        return cls(model=model, prompt=prompt, request_id=request_id, sampling=params)
+    return cls(model=model, prompt_token_ids=list(prompt), request_id=request_id,
+               sampling=params)
 
 
 def _load_request(name: str, path: str, device: str | None, dtype: str | None,
@@ -200,15 +206,16 @@ class Client(TrainMethods):
             raise from_rpc_error(err) from None
 
     # GenerateService
-    def generate(self, prompt: str, *, model: str = "", request_id: str = "",
+    def generate(self, prompt: Prompt, *, model: str = "", request_id: str = "",
                  sampling: Sampling | None = None, timeout: float | None = None,
                  **knobs: Any) -> generate_pb2.GenerateResponse:
-        """All n completions of `prompt` at once. Knobs: the fields of `Sampling`."""
+        """All n completions of `prompt` (text or token ids) at once. Knobs: the fields of
+        `Sampling`."""
         request = _generate_request(generate_pb2.GenerateRequest, prompt, model, request_id,
                                     sampling, knobs)
         return self._call(self.generate_stub.Generate, request, timeout)
 
-    def stream(self, prompt: str, *, model: str = "", request_id: str = "",
+    def stream(self, prompt: Prompt, *, model: str = "", request_id: str = "",
                sampling: Sampling | None = None, timeout: float | None = None,
                **knobs: Any) -> Stream:
         """Tokens as they are generated: an iterator of StreamGenerateResponse."""
@@ -291,14 +298,14 @@ class AsyncClient(AsyncTrainMethods):
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
-    async def generate(self, prompt: str, *, model: str = "", request_id: str = "",
+    async def generate(self, prompt: Prompt, *, model: str = "", request_id: str = "",
                        sampling: Sampling | None = None, timeout: float | None = None,
                        **knobs: Any) -> generate_pb2.GenerateResponse:
         request = _generate_request(generate_pb2.GenerateRequest, prompt, model, request_id,
                                     sampling, knobs)
         return await self._call(self.generate_stub.Generate, request, timeout)
 
-    def stream(self, prompt: str, *, model: str = "", request_id: str = "",
+    def stream(self, prompt: Prompt, *, model: str = "", request_id: str = "",
                sampling: Sampling | None = None, timeout: float | None = None,
                **knobs: Any) -> AsyncStream:
         request = _generate_request(generate_pb2.StreamGenerateRequest, prompt, model,

@@ -34,7 +34,7 @@ SEPARATOR = "-" * 40
 # Flag spellings that differ from GenerationConfig field names (OpenAI's names).
 RENAMED = {"max_new_tokens": "max_tokens", "stop_sequences": "stop"}
 # Fields that make no sense on a terminal: the CLI always streams and prints no logprobs.
-NOT_FLAGS = ("stream", "logprobs")
+NOT_FLAGS = ("stream", "logprobs", "top_logprobs")
 
 REPL_HELP = """\
 Type a prompt and press Enter to generate its continuation. Commands:

@@ -69,7 +69,7 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
     """The domain request, or InvalidArgumentError listing every bad field."""
     bad: list[FieldViolation] = []
     request_id = _request_id(request.request_id, bad)
-    prompt_ids = _prompt_ids(request.prompt, limits, bad)
+    prompt_ids = _prompt_ids(request.prompt, list(request.prompt_token_ids), limits, bad)
     s = request.sampling  # proto3 optional fields: HasField says whether the client sent one
 
     def given(name: str) -> bool:
@@ -133,14 +133,28 @@ def _request_id(value: str, bad: list[FieldViolation]) -> str:
     return value
 
 
-def _prompt_ids(prompt: str, limits: ModelLimits, bad: list[FieldViolation]) -> list[int]:
-    if not prompt:
+def _prompt_ids(prompt: str, token_ids: list[int], limits: ModelLimits,
+                bad: list[FieldViolation]) -> list[int]:
+    """The prompt's token ids, from its text or as given (`prompt_token_ids`)."""
+    field = "prompt_token_ids" if token_ids else "prompt"
+    if prompt and token_ids:
+        bad.append(("prompt_token_ids", "give prompt or prompt_token_ids, not both"))
+        return []
+    if not prompt and not token_ids:
         bad.append(("prompt", "must not be empty"))
         return []
-    ids = limits.tokenizer.encode(prompt)
+    if token_ids:
+        vocab = limits.tokenizer.vocab_size
+        outside = [i for i in token_ids if i >= vocab]
+        if outside:
+            bad.append(("prompt_token_ids", f"ids must be below {vocab} (the vocabulary of "
+                                            f"model {limits.name!r}), got {outside[0]}"))
+        ids = token_ids
+    else:
+        ids = limits.tokenizer.encode(prompt)
     if len(ids) > limits.max_prompt_tokens:
-        bad.append(("prompt", f"is {len(ids)} tokens; model {limits.name!r} accepts at most "
-                              f"{limits.max_prompt_tokens} (its context is {limits.block_size})"))
+        bad.append((field, f"is {len(ids)} tokens; model {limits.name!r} accepts at most "
+                           f"{limits.max_prompt_tokens} (its context is {limits.block_size})"))
     return ids
 
 

@@ -20,6 +20,7 @@ from server_harness import ServerThread, server_config
 from nanollm.checkpoint import save_checkpoint
 from nanollm.config import ModelConfig
 from nanollm.model import GPT
+from nanollm.v1 import generate_pb2
 
 HELLO_WORLD = [15496, 995]
 
@@ -65,11 +66,22 @@ def test_token_id_prompts_are_the_text_they_encode(stack: Stack) -> None:
     assert "".join(c.choices[0].text for c in chunks) == text.choices[0].text
 
 
+def test_token_id_prompts_no_text_encodes_to_are_sent_as_ids(stack: Stack) -> None:
+    """Half of a UTF-8 character (5099) and the end-of-text token (50256): no text encodes to
+    them, yet the model sees exactly these ids (its prompt_tokens count them)."""
+    client = stack.sdk()
+    for ids in ([5099], [50256], [15496, 50256, 995]):
+        reply = client.completions.create(model="gpt", prompt=ids, max_tokens=3, temperature=0,
+                                          extra_body={"stop_at_eos": False})
+        direct = stack.server.generate.Generate(generate_pb2.GenerateRequest(
+            prompt_token_ids=ids, sampling=generate_pb2.SamplingParams(
+                max_tokens=3, temperature=0.0, stop_at_eos=False)))
+        assert reply.choices[0].text == direct.choices[0].text
+        assert reply.usage is not None and reply.usage.prompt_tokens == len(ids)
+
+
 @pytest.mark.parametrize(("prompt", "message"), [
-    # Two halves of one UTF-8 character: no text encodes to them.
-    ([5099], "prompt: the token ids decode to '\ufffd', which the model's tokenizer encodes "
-             "differently; the server takes prompts as text, so send ids that some text "
-             "encodes to (or the text)"),
+    ([15496] * 64, "prompt: is 64 tokens; model 'gpt' accepts at most 63 (its context is 64)"),
     ([15496, 60000], "prompt: 60000 is not a token id (the vocabulary has 50257)"),
     ([[15496], []], "prompt: a token-id prompt must not be empty"),
     ([15496, -1], "prompt: must be a string, a list of strings, a list of token ids "

@@ -37,6 +37,12 @@ BAD_GENERATE: list[tuple[str, dict[str, Any], dict[str, Any], list[tuple[str, st
     ("empty prompt", {"prompt": ""}, {}, [("prompt", "must not be empty")]),
     ("prompt over the context", {"prompt": "x" * 64}, {},
      [("prompt", "is 64 tokens; model 'gpt' accepts at most 63 (its context is 64)")]),
+    ("prompt and token ids", {"prompt_token_ids": [72, 105]}, {},
+     [("prompt_token_ids", "give prompt or prompt_token_ids, not both")]),
+    ("token id outside the vocabulary", {"prompt": "", "prompt_token_ids": [72, 9999]}, {},
+     [("prompt_token_ids", "ids must be below 257 (the vocabulary of model 'gpt'), got 9999")]),
+    ("token ids over the context", {"prompt": "", "prompt_token_ids": [72] * 64}, {},
+     [("prompt_token_ids", "is 64 tokens; model 'gpt' accepts at most 63 (its context is 64)")]),
     ("max_tokens 0", {}, {"max_tokens": 0}, [("sampling.max_tokens", "must be >= 1")]),
     ("max_tokens over the limit", {}, {"max_tokens": 501},
      [("sampling.max_tokens", "must be <= 500 (the server's limit), got 501")]),
@@ -103,6 +109,21 @@ def test_limits_themselves_are_accepted(srv: ServerThread) -> None:
         presence_penalty=-2.0, frequency_penalty=2.0, repetition_penalty=10.0))
     response = srv.generate.Generate(request)
     assert len(response.choices) == 4 and response.usage.prompt_tokens == 63
+
+
+def test_token_id_prompts_generate_what_their_text_does(srv: ServerThread) -> None:
+    """prompt_token_ids is the prompt as the model sees it: "hello" in bytes, and a prompt no
+    text encodes to (the end-of-text token, 256)."""
+    sampling = generate_pb2.SamplingParams(max_tokens=8, temperature=0.0, stop_at_eos=False)
+    text = srv.generate.Generate(generate_pb2.GenerateRequest(prompt="hello", sampling=sampling))
+    ids = srv.generate.Generate(generate_pb2.GenerateRequest(
+        prompt_token_ids=list(b"hello"), sampling=sampling))
+    assert ids.choices[0].token_ids == text.choices[0].token_ids
+    assert ids.usage.prompt_tokens == 5
+    streamed = list(srv.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
+        prompt_token_ids=[256], sampling=sampling)))
+    assert sum(len(m.token_ids) for m in streamed) == 8
+    assert streamed[-1].usage.prompt_tokens == 1
 
 
 def test_unset_knobs_take_the_server_defaults(srv: ServerThread) -> None:
