@@ -84,7 +84,7 @@ class KeyRing:
             return None  # only the admin RPCs are locked
         if key is None:
             return UnauthenticatedError("this server needs an API key: send `authorization: "
-                                        "Bearer <key>` metadata")
+                                        "Bearer <key>` (gRPC metadata or HTTP header)")
         if not key:  # what bearer_key makes of another scheme or an empty key
             return UnauthenticatedError("the authorization metadata must be `Bearer <key>`; "
                                         "send the key after the word Bearer")

@@ -203,7 +203,7 @@ def test_full_queue_raises_resource_exhausted_with_retry_delay(srv: ServerThread
 
 @pytest.mark.parametrize(("key", "error", "message"), [
     (None, UnauthenticatedError, "this server needs an API key: send `authorization: Bearer "
-                                 "<key>` metadata"),
+                                 "<key>` (gRPC metadata or HTTP header)"),
     ("wrong", UnauthenticatedError, "unknown API key"),
     (USER, PermissionDeniedError, "this RPC needs the admin key; the key sent is a user key"),
 ])

@@ -117,7 +117,8 @@ GOOD = {"prompt": PROMPT, "sampling": sampling()}
     ("/v1/generate:stream", {"prompt": PROMPT, "model": "nope"}, USER, 404, 5,
      "model 'nope' is not loaded", []),
     ("/v1/generate", GOOD, None, 401, 16,
-     "this server needs an API key: send `authorization: Bearer <key>` metadata", []),
+     "this server needs an API key: send `authorization: Bearer <key>` (gRPC metadata or "
+     "HTTP header)", []),
     ("/v1/generate", GOOD, "wrong", 401, 16, "unknown API key", []),
     ("/v1/admin/models/gpt:setDefault", {}, USER, 403, 7,
      "this RPC needs the admin key; the key sent is a user key", []),

@@ -225,7 +225,7 @@ def test_keys_explain_themselves_and_leave_health_and_reflection_open(
         keyed_srv: ServerThread) -> None:
     err = rpc_error(lambda: keyed_srv.generate.Generate(greedy("hi", 2)))
     assert err.details() == ("this server needs an API key: send `authorization: Bearer <key>` "
-                             "metadata")
+                             "(gRPC metadata or HTTP header)")
     err = rpc_error(lambda: keyed_srv.admin.SetDefaultModel(
         M.SetDefaultModelRequest(name="gpt"), metadata=[("authorization", f"Bearer {USER}")]))
     assert err.details() == "this RPC needs the admin key; the key sent is a user key"
