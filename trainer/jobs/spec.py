@@ -266,6 +266,11 @@ def _in_range(cls: type, name: str, value: Any, field: str, bad: list[FieldViola
     lo, hi = meta.get("min"), meta.get("max")
     if isinstance(value, bool) or (lo is None and hi is None):
         return True
+    if isinstance(value, float) and math.isinf(value):
+        # A config range may be open-ended ([0.0, inf]), but the job's files are strict JSON
+        # and no setting means anything at infinity.
+        bad.append((field, f"must be a finite number in {range_text(dict(meta))}, got {value!r}"))
+        return False
     low = lo is not None and (value <= lo if meta["min_exclusive"] else value < lo)
     high = hi is not None and (value >= hi if meta["max_exclusive"] else value > hi)
     if (isinstance(value, float) and math.isnan(value)) or low or high:
