@@ -230,13 +230,13 @@ class JobManager:
             job = self._job(job_id)
             r = job.record
             job.progress.refresh()
-            step = job.progress.history.step
             if r.state.active:
                 raise JobStateError(f"job {job_id} is {r.state.name}; only a job that has "
                                     "ended can be resumed")
+            step = self._resume_step(job)
             if max_iters is not None and max_iters <= step:
                 raise SpecError([("max_iters", f"must be more than the {step} steps the job "
-                                               f"has done, got {max_iters}")])
+                                               f"resumes from, got {max_iters}")])
             target = max_iters or r.max_iters
             if r.state is JobState.SUCCEEDED and target <= step:
                 raise JobStateError(f"job {job_id} has trained all its {step} steps; give a "
@@ -307,6 +307,15 @@ class JobManager:
         if job is None:
             raise JobNotFoundError(f"no job {job_id!r} (ListJobs shows the jobs)")
         return job
+
+    def _resume_step(self, job: _Job) -> int:
+        """The step a resumed run starts from: its latest checkpoint's, not the last step logged
+        (a process killed between checkpoints logged steps it never saved); 0 without one."""
+        if not runner.can_resume(self.root / job.record.job_id):
+            return 0
+        history = job.progress.history
+        latest = history.checkpoints.get("latest")
+        return int(latest["step"]) if latest is not None else history.step
 
     def _pb(self, job: _Job, progress: JobProgress | None = None) -> train_pb2.Job:
         position = 0
