@@ -59,6 +59,9 @@ async def call(request: Request, method: Callable[..., Any], message: Message) -
 
 def parse(data: Any, message: Message, what: str) -> Message:
     """JSON (proto field names or JSON names) into a contract message; a bad one is a 400."""
+    if not isinstance(data, dict):  # protobuf reads [] as {} and fails on null with TypeError
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"{what}: must be a JSON object, got {json.dumps(data)[:40]}", what)
     try:
         return json_format.ParseDict(data, message)
     except json_format.ParseError as exc:
