@@ -20,6 +20,7 @@ With API keys configured these need the admin key.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -54,7 +55,22 @@ async def call(request: Request, method: Callable[..., Any], message: Message) -
     try:
         return as_json(await backend.call(request, method, message))
     except NanoLLMError as err:
+        if err.code == grpc.StatusCode.RESOURCE_EXHAUSTED and TOO_LARGE.search(err.message):
+            raise _too_large(err.message, message.ByteSize()) from None
         return grpc_error_response(err, not_found=NOT_FOUND)
+
+
+# gRPC's own refusal of a message over the server's receive limit (which is sized to its
+# max_upload_bytes): a 400 about the upload, not RESOURCE_EXHAUSTED's "429, retry".
+TOO_LARGE = re.compile(r"Received message larger than max \(\d+ vs\. (\d+)\)")
+
+
+def _too_large(grpc_message: str, size: int) -> GatewayError:
+    match = TOO_LARGE.search(grpc_message)
+    limit = f" (at most {match.group(1)} bytes per request)" if match else ""
+    return GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                        f"text: the request is {size} bytes, more than the server accepts"
+                        f"{limit}; its max_upload_bytes limits uploaded text", "text")
 
 
 def parse(data: Any, message: Message, what: str) -> Message:

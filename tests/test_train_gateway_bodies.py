@@ -1,10 +1,11 @@
 """The training jobs REST (gateway/jobs.py, real uvicorn in front of a real gRPC server) answers
-request bodies that are not what a JobSpec can be with a 400 OpenAI error body naming the part,
-never a 500, and starts no job."""
+request bodies that are not what a JobSpec can be, and uploads too large for the server, with a
+400 OpenAI error body naming the part, never a 500 or a 429, and starts no job."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import httpx2
@@ -24,7 +25,7 @@ def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx2.Client]:
     tmp = tmp_path_factory.mktemp("train_gateway_bodies")
     small_text(tmp / "data")
     config = server_config(tiny_byte_checkpoint(tmp / "ckpt"), tmp, jobs_root=str(tmp / "jobs"),
-                           data_roots=[str(tmp / "data")])
+                           data_roots=[str(tmp / "data")], max_upload_bytes=1000)
     with ServerThread(config, load_default=False) as server, \
             GatewayThread(server.target) as gateway, \
             httpx2.Client(base_url=gateway.url, timeout=60) as client:
@@ -63,3 +64,26 @@ def test_a_spec_that_is_an_object_starts_a_job(http: httpx2.Client) -> None:
     job = reply.json()["job"]
     assert job["uploaded_bytes"] == str(19 * 50)
     http.post(f"/v1/train/jobs/{job['job_id']}:cancel")
+
+
+def job_ids(http: httpx2.Client) -> list[str]:
+    return [job["job_id"] for job in http.get("/v1/train/jobs").json()["jobs"]]
+
+
+@pytest.mark.parametrize("size", [1001, 3_000_000])
+def test_an_upload_over_the_limit_is_a_400_however_large(http: httpx2.Client, size: int) -> None:
+    """Over max_upload_bytes the server says so; far over it gRPC refuses the message itself
+    (RESOURCE_EXHAUSTED), which is no reason to retry."""
+    before = job_ids(http)
+    reply = http.post("/v1/train/jobs:upload", data={"spec": json.dumps(SPEC)},
+                      files={"file": ("book.txt", b"a" * size)})
+    status, body = error(reply)
+    assert (status, body["type"], body["param"]) == (400, "invalid_request_error", "text")
+    assert "retry-after" not in reply.headers
+    if size == 1001:
+        assert body["message"] == "text: is 1001 bytes; the server accepts at most 1000"
+    else:
+        assert re.fullmatch(r"text: the request is 3000\d{3} bytes, more than the server "
+                            r"accepts \(at most \d+ bytes per request\); its max_upload_bytes "
+                            r"limits uploaded text", str(body["message"])), body
+    assert job_ids(http) == before
