@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from nanollm.checkpoint import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
+from nanollm.cli_paths import run_folder_hint
 from nanollm.device import resolve_dtype
 from nanollm.hf_gpt2 import export_hf_gpt2
 from nanollm.interrupt import Terminated
@@ -126,6 +127,9 @@ def export(args: argparse.Namespace) -> str:
     """Read the source and write out_dir; returns the summary line. Raises ExportError."""
     out, source = Path(args.out_dir).expanduser(), Path(args.checkpoint).expanduser()
     check_out_dir(out, source, args.force)
+    hint = run_folder_hint(args.checkpoint)
+    if hint:
+        raise ExportError(hint)
     try:
         ckpt, kind = read_any_checkpoint(source)
     except (CheckpointError, ValueError, OSError) as exc:

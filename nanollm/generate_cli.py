@@ -149,6 +149,7 @@ def read_prompt(args: argparse.Namespace) -> str:
 
 def check_args(args: argparse.Namespace, config: GenerationConfig) -> None:
     """Refuse what would fail only after the model is loaded (or crash torch) up front."""
+    from nanollm.cli_paths import run_folder_hint
     from nanollm.device import check_threads, resolve_device
     from nanollm.tokenizer import require_utf8
 
@@ -159,6 +160,9 @@ def check_args(args: argparse.Namespace, config: GenerationConfig) -> None:
     if args.threads is not None:
         check_threads(args.threads, "--threads")
     resolve_device(args.device)
+    hint = run_folder_hint(args.checkpoint) if args.checkpoint else None
+    if hint:
+        raise UsageError(hint)
     try:
         if args.prompt is not None:
             require_utf8(args.prompt, "--prompt")

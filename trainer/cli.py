@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     # The trainer modules load after parsing, so --help and flag errors answer quickly.
+    from nanollm.cli_paths import run_folder, run_folder_hint
+    from trainer.model_init import init_kind
     from trainer.preflight import check_config
     from trainer.run_config import given_model_fields, resolve_config
 
@@ -101,6 +103,11 @@ def _run(argv: list[str] | None) -> int:
         overrides = overrides_from_args(args)
         cfg = resolve_config(args.config, overrides)
         given = given_model_fields(args.config, overrides)
+        hint = run_folder_hint(cfg.init_from) if init_kind(cfg.init_from) == "path" else None
+        if hint:
+            # Continuing a run is --init-from resume; a path here fine-tunes from its weights.
+            return fail(f"--init-from {hint}; or continue that run itself with --init-from "
+                        f"resume --out-dir {run_folder(cfg.init_from)}", 2)
         check_config(cfg, given, overwrite=args.overwrite)
     except INPUT_ERRORS as exc:
         return fail(str(exc), 2)
