@@ -46,6 +46,15 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     DataPreparer("byte").prepare_data(data / "small.txt", output_dir=data / "prepared-byte",
                                       block_size=32, show_progress=False)
     os.symlink("/etc", data / "etc-link")
+    # raw text gpt-train would refuse: an empty file, a binary file, a folder without text files
+    # and a folder with a link out of it
+    (data / "empty.txt").write_bytes(b"")
+    (data / "weights.bin").write_bytes(b"\x00\x01" * 100)
+    (data / "no-text").mkdir()
+    (data / "no-text" / "notes.csv").write_text("a,b\n")
+    (data / "leaky").mkdir()
+    (data / "leaky" / "a.txt").write_text("To be, or not to be")
+    os.symlink(tmp / "models" / "broken" / "config.json", data / "leaky" / "b.txt")
     (tmp / "models" / "broken").mkdir(parents=True)  # a checkpoint whose config.json is bad
     (tmp / "models" / "broken" / "config.json").write_text("{}")
     (tmp / "models" / "broken" / "model.safetensors").write_bytes(b"")
@@ -95,6 +104,14 @@ BAD_SPECS: list[tuple[str, list[Edit], str, str]] = [
     ("link leading out", [_data(path="etc-link/passwd")], "spec.data.path",
      "'etc-link/passwd' is outside the dataset roots"),
     ("missing file", [_data(path="nope.txt")], "spec.data.path", "no dataset at 'nope.txt'"),
+    ("empty file", [_data(path="empty.txt")], "spec.data.path",
+     "empty.txt: is empty (0 bytes of text); nothing to train on"),
+    ("binary file", [_data(path="weights.bin")], "spec.data.path",
+     "weights.bin: looks like a binary file (NUL bytes in its first 8 KiB); pass UTF-8 text"),
+    ("folder without text files", [_data(path="no-text")], "spec.data.path",
+     "no-text: folder holds no text files (looked for .txt"),
+    ("folder with a link out of it", [_data(path="leaky")], "spec.data.path",
+     "leaky/b.txt: leads to "),
     ("loopback URL", [_data(url="http://127.0.0.1:9/book.txt")], "spec.data.url",
      "refused: 127.0.0.1 is a loopback address"),
     ("metadata URL", [_data(url="http://169.254.169.254/latest")], "spec.data.url",

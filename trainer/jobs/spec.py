@@ -32,6 +32,7 @@ from nanollm.device import resolve_device
 from nanollm.text_sources import is_url
 from nanollm.url_guard import URLBlockedError, blocked_reason, check_scheme, checked_addresses
 from nanollm.v1 import train_pb2
+from trainer.jobs.data_checks import text_problem
 from trainer.jobs.errors import FieldViolation, JobError, SpecError
 
 MAX_NAME = 100
@@ -297,6 +298,9 @@ def _data_source(data: train_pb2.DataSource, limits: SpecLimits, rules: SpecRule
         try:
             path = rules.resolve_path(data.path, limits.data_roots, "dataset",
                                       "spec.data.path")
+            problem = text_problem(path, data.path)
+            if problem is not None:
+                bad.append(("spec.data.path", problem))
             return DataPlan("path", path=str(path))
         except SpecError as exc:
             bad += exc.field_violations
