@@ -32,7 +32,7 @@ from nanollm.device import resolve_device
 from nanollm.text_sources import is_url
 from nanollm.url_guard import URLBlockedError, blocked_reason, check_scheme, checked_addresses
 from nanollm.v1 import train_pb2
-from trainer.jobs.data_checks import text_problem
+from trainer.jobs.data_checks import SNIFF_BYTES, text_problem
 from trainer.jobs.errors import FieldViolation, JobError, SpecError
 
 MAX_NAME = 100
@@ -324,10 +324,17 @@ def _check_upload(text: bytes, limit: int, bad: list[FieldViolation]) -> None:
                                       f"{limit}"))
     else:
         try:
-            text.decode("utf-8")
+            decoded = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             bad.append(("spec.data.text", f"is not UTF-8 text ({exc.reason} at byte "
                                           f"{exc.start})"))
+            return
+        if "\x00" in decoded[:SNIFF_BYTES]:  # as gpt-train would refuse it, in the job
+            bad.append(("spec.data.text", "looks like a binary file (NUL bytes in its first "
+                                          "8 KiB); send UTF-8 text"))
+        elif decoded.isspace():
+            bad.append(("spec.data.text", f"holds only whitespace ({len(text)} bytes); nothing "
+                                          "to train on"))
 
 
 def _check_url(url: str, allow_private: bool, bad: list[FieldViolation]) -> None:
