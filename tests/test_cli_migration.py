@@ -1,11 +1,16 @@
-"""Checkpoint paths in the spelling of nanoGPT-style projects (`out/ckpt.pt`, `out/best_ckpt.pt`,
+"""Spellings of nanoLLM_gpt's README (docs/migration.md) as a user types them here.
+
+Checkpoint paths in the spelling of nanoGPT-style projects (`out/ckpt.pt`, `out/best_ckpt.pt`,
 or the run folder `out` itself) given to gpt-generate, gpt-export and gpt-train after a real
 gpt-train run: one line on stderr that names the run's checkpoint folders, exit code 2, nothing
-written. The folders it names load.
+written. The folders it names load. `python examples/basic_usage.py` runs python_api.py.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +21,8 @@ from nanollm.generate_cli import main as generate_main
 from trainer.cli import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+REPO = Path(__file__).resolve().parent.parent
 
 MAINS: dict[str, Callable[[list[str]], int]] = {
     "gpt-generate": generate_main, "gpt-export": export_main, "gpt-train": train_main}
@@ -92,3 +99,22 @@ def test_other_missing_paths_keep_the_plain_message(tmp_path: Path,
     assert generate_main(["--checkpoint", "out/ckpt.pt"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         "gpt-generate: error: out/ckpt.pt: no such file or folder"]
+
+
+def test_basic_usage_example_runs_the_python_api_tour(tmp_path: Path) -> None:
+    text = (REPO / "nanollm" / "assets" / "corpus" / "shakespeare.txt").read_bytes()[:20_000]
+    (tmp_path / "small.txt").write_bytes(text)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "basic_usage.py"), "--device", "cpu",
+         "--max-tokens", "10", "--samples", "2", "--data", "small.txt", "--out-dir", "small",
+         "--tokenizer", "byte"],
+        cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True,
+        text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].endswith("/nanollm/assets/demo (nanollm): 4 layers, 4 heads, 256 wide, "
+                             "vocab 257, tokenizer byte, 3.23M params")
+    assert "stream finished: length, 10 tokens, same text as generate: True" in lines
+    assert lines[-2:] == [
+        "dataset: small: 18000 train and 2000 val tokens (byte tokenizer, uint16 ids)",
+        "train on it: gpt-train --data-path small --max-iters 500"]
