@@ -21,7 +21,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -82,6 +82,12 @@ def create_app(settings: GatewaySettings, gateway_metrics: GatewayMetrics | None
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
+
+    @app.get("/api", include_in_schema=False)
+    async def api_page() -> RedirectResponse:
+        """nanoLLM_gpt's API documentation address: the UI's API page (examples for this
+        server; the reference is /docs)."""
+        return RedirectResponse("/#api")
 
     _document_errors_as_answered(app)
     if settings.cors_origins:

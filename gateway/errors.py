@@ -122,8 +122,12 @@ def from_grpc(err: NanoLLMError, renames: Renames | None = None,
     """(HTTP status, OpenAI error body, headers) for a failed gRPC call; `not_found` is the
     code of a NOT_FOUND (what the route looks up)."""
     param, message = describe(err, renames)
-    kind, body = error_body(err.code, message, param,
-                            not_found if err.code == grpc.StatusCode.NOT_FOUND else None)
+    code = err.code
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "message larger than max" in message:
+        # gRPC's own size limit on a request, not a busy server: retrying cannot help.
+        code, message = grpc.StatusCode.INVALID_ARGUMENT, f"the request is too large ({message})"
+    kind, body = error_body(code, message, param,
+                            not_found if code == grpc.StatusCode.NOT_FOUND else None)
     headers = {}
     if kind.status == 429:
         delay = err.retry_delay
@@ -219,6 +223,13 @@ def install_handlers(app: FastAPI) -> None:
                           "code": None}}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A fault of the gateway itself: an OpenAI error body, the traceback in the log.
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        _, body = error_body(grpc.StatusCode.INTERNAL, "", None)
+        return JSONResponse(body, status_code=INTERNAL.status)
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(NanoLLMError, on_grpc)
     app.add_exception_handler(GatewayError, on_gateway)
     app.add_exception_handler(RequestValidationError, on_validation)

@@ -104,8 +104,9 @@ class BaseConfig:
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key not in known:
+                old = getattr(cls, "OLD_KEYS", {}).get(key)
                 hint = difflib.get_close_matches(key, known, n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                extra = f": {old}" if old else f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"unknown {cls.__name__} field {key!r}{extra}")
             cls.check_section(key, value)
             sub = _nested_config_type(cls, key)
@@ -231,6 +232,12 @@ class TrainingConfig(BaseConfig):
     """Everything one training run needs; `gpt-train` flags map onto these fields."""
 
     NESTED: ClassVar[dict[str, type[BaseConfig]]] = {"model": ModelConfig}
+    # Keys of nanoLLM_gpt's training files that do not exist here, with what to do instead.
+    OLD_KEYS: ClassVar[dict[str, str]] = {
+        "always_save_checkpoint": "remove it: every evaluation saves latest/, and best/ when "
+                                  "the validation loss improves",
+        "dataset": "use data_path (a text file, folder, http(s) URL or prepared dataset)",
+    }
 
     model: ModelConfig = field(default_factory=ModelConfig)
     # data
@@ -350,6 +357,15 @@ class GenerationConfig(BaseConfig):
 @dataclass
 class ServerConfig(BaseConfig):
     """The gRPC server and REST gateway (`gpt-server`); docs/server.md describes each field."""
+
+    # Keys of nanoLLM_gpt's server files that do not exist here, with what to do instead.
+    OLD_KEYS: ClassVar[dict[str, str]] = {
+        "checkpoint_path": "it is called checkpoint here",
+        "cors_enabled": "use cors_origins, the list of origins allowed (empty: CORS off)",
+        "debug": "remove it: the server logs every request (log_dir holds server.log)",
+        "default_generation": "remove it: requests set their own sampling; unset knobs take "
+                              "GenerationConfig's defaults",
+    }
 
     host: str = option("127.0.0.1", "address the servers bind to (loopback: this machine only)")
     port: int = option(8080, "REST gateway (OpenAI API and web UI) port (0 = any free port)",

@@ -74,14 +74,20 @@ def load_config(argv: Sequence[str] | None) -> ServerConfig:
     config = build_config(ServerConfig, args.config, flag_overrides(args, ServerConfig))
     if config.checkpoint is not None and config.model_type is not None:
         raise ConfigError("give --checkpoint or --model-type, not both")
-    from nanollm.device import resolve_device  # imports torch: only once flags are fine
-    from nanollm.loader import detect_kind
+    from nanollm.cli_paths import run_folder_hint  # imports torch: only once flags are fine
+    from nanollm.device import resolve_device
+    from nanollm.loader import COMPILE_REFUSED, detect_kind
 
     try:  # every model this server loads goes to this device: a missing GPU fails now
         resolve_device(config.device)
     except ValueError as exc:
         raise ConfigError(f"--device: {exc}") from None
+    if config.compile:  # would fail every model load, the startup model's first
+        raise ConfigError(f"--compile: {COMPILE_REFUSED}")
     if config.checkpoint is not None:
+        hint = run_folder_hint(config.checkpoint)  # `out` or `out/ckpt.pt` of a gpt-train run
+        if hint is not None:
+            raise ConfigError(f"--checkpoint: {hint}")
         detect_kind(Path(config.checkpoint).expanduser())  # a missing or foreign path fails now
     return config
 

@@ -73,6 +73,8 @@ def test_readme_curl_examples(stack: Stack) -> None:
                                                                             "completion_tokens"))
     health = stack.http.get("/health")
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
+    api = stack.http.get("/api", follow_redirects=False)  # the seed's API documentation page
+    assert (api.status_code, api.headers["location"]) == (307, "/#api")
 
 
 def test_completion_shape_prompt_list_n_and_echo(stack: Stack) -> None:

@@ -17,7 +17,7 @@ from gateway.chat import END_OF_TURN, RENAMES, render_chat
 from gateway.errors import from_grpc
 from gateway.openai_models import ChatCompletionRequest, ChatMessage, CompletionRequest
 from gateway.sse import openai_events
-from nanollm.client_errors import from_rpc_error
+from nanollm.client_errors import NanoLLMError, from_rpc_error
 
 S = grpc.StatusCode
 
@@ -202,3 +202,33 @@ def test_chat_template() -> None:
                 ChatMessage(role="user", content="Bye")]
     assert render_chat(messages) == ("System: Be brief.\n\nUser: Hello!\n\nAssistant: Hi.\n\n"
                                      "System: No lists.\n\nUser: Bye\n\nAssistant:")
+
+
+def test_a_fault_of_the_gateway_itself_is_an_openai_500_body() -> None:
+    """Whatever a route's bug raises, the client gets an OpenAI error object (not a plain-text
+    'Internal Server Error'); the details stay in the log."""
+    from fastapi.testclient import TestClient
+
+    from gateway.app import GatewaySettings, create_app
+
+    app = create_app(GatewaySettings())
+
+    @app.get("/v1/broken")
+    async def broken() -> None:
+        raise KeyError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reply = client.get("/v1/broken")
+    assert reply.status_code == 500
+    assert reply.json() == {"error": {"message": "internal error in the model server",
+                                      "type": "server_error", "param": None,
+                                      "code": "internal_error"}}
+
+
+def test_a_request_over_grpcs_message_limit_is_a_400_not_a_429() -> None:
+    err = NanoLLMError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                       "Sent message larger than max (8388700 vs. 4194304)")
+    status, body, headers = from_grpc(err)
+    assert (status, headers) == (400, {})
+    assert body["error"]["message"] == ("the request is too large (Sent message larger than max "
+                                        "(8388700 vs. 4194304))")

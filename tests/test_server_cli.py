@@ -77,6 +77,13 @@ def busy_port() -> tuple[socket.socket, int]:
     (["--tls-cert", "cert.pem"], "ServerConfig.tls_cert and ServerConfig.tls_key go together"),
     (["--config", "nope.yaml"], "config file nope.yaml does not exist"),
     (["--checkpoint", "CKPT", "--device", "tpu"], "--device: unknown device 'tpu'"),
+    (["--checkpoint", "CKPT", "--compile"], "--compile: compile=True is not supported for "
+                                            "inference"),
+    (["--checkpoint", "RUN/ckpt.pt"], "--checkpoint: RUN/ckpt.pt: no such file or folder; RUN is "
+                                      "a gpt-train run folder, whose checkpoints are folders: "
+                                      "RUN/latest (last save, resumable)"),
+    (["--config", "OLD"], "unknown ServerConfig field 'cors_enabled': use cors_origins, the list "
+                          "of origins allowed (empty: CORS off)"),
     pytest.param(["--checkpoint", "CKPT", "--device", "cuda"],
                  "--device: device 'cuda' was asked for but CUDA is not available",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is here")),
@@ -89,11 +96,17 @@ def test_bad_command_lines_exit_2_with_one_line_and_create_nothing(
         args: list[str], message: str, tmp_path: Path, busy_port: tuple[socket.socket, int],
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     ckpt = tiny_byte_checkpoint(tmp_path / "ckpt")
+    run = tmp_path / "run"  # a gpt-train run folder: its checkpoints are folders
+    tiny_byte_checkpoint(run / "latest")
+    old = tmp_path / "old.yaml"  # a nanoLLM_gpt server file
+    old.write_text("cors_enabled: true\n")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     port = str(busy_port[1])
-    args = [a.replace("CKPT", str(ckpt)).replace("BUSY", port) for a in args]
+    args = [a.replace("CKPT", str(ckpt)).replace("BUSY", port).replace("RUN", str(run))
+            .replace("OLD", str(old)) for a in args]
+    message = message.replace("RUN", str(run))
     args = [*args, "--grpc-only"] + ([] if "--metrics-port" in args else ["--metrics-port", "-1"])
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
