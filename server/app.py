@@ -182,14 +182,28 @@ class NanoLLMServer:
                                              self._loop)
 
     async def _load_job_model(self, job_id: str, model_name: str, folder: Path) -> None:
-        spec = LoadSpec(name=model_name, path="", device=None, dtype=None, max_batch_size=None,
-                        set_default=False, job_id=job_id)
         error = None
         try:
+            # A resumed job that finishes again replaces the model its earlier run loaded
+            # under this name (waiting for that model's requests), and keeps it the default.
+            was_default = await self._unload_earlier_run(job_id, model_name)
+            spec = LoadSpec(name=model_name, path="", device=None, dtype=None,
+                            max_batch_size=None, set_default=was_default, job_id=job_id)
             await self.registry.load_from(spec, folder, f"job {job_id} ({folder.name})")
         except ServerError as exc:
             error = exc.message
         await asyncio.to_thread(self.jobs.note_loaded, job_id, model_name, error)
+
+    async def _unload_earlier_run(self, job_id: str, model_name: str) -> bool:
+        """Unload `model_name` if an earlier run of this job loaded it; returns whether it was
+        the default model. A model of that name from elsewhere is left alone (the load then
+        fails with ALREADY_EXISTS, recorded on the job)."""
+        entry = next((e for e in self.registry.entries() if e.name == model_name), None)
+        if entry is None or not entry.source_path.startswith(f"job {job_id} "):
+            return False
+        was_default = self.registry.default_name == model_name
+        await self.registry.unload(model_name, cancel_inflight=False)
+        return was_default
 
     def _registry_changed(self) -> None:
         """Health follows the default model; updates run in order on the event loop."""

@@ -221,6 +221,26 @@ def test_delete_removes_the_folder_and_unknown_ids_are_refused(jobs: Jobs) -> No
         == model_admin_pb2.MODEL_STATE_READY
 
 
+def test_a_resumed_job_replaces_the_model_its_first_run_loaded(jobs: Jobs) -> None:
+    """load_when_done again after ResumeJob: the model it serves under its name is the new
+    run's (it was refused as ALREADY_EXISTS, and the old weights kept serving)."""
+    stub, job_id = jobs.train, jobs.ids["a"]
+    admin = jobs.srv.admin
+    before = admin.GetModel(model_admin_pb2.GetModelRequest(name="job-a")).model
+    stub.ResumeJob(train_pb2.ResumeJobRequest(job_id=job_id, max_iters=125))
+    wait_job(stub, job_id, lambda j: j.state == train_pb2.JOB_STATE_SUCCEEDED and j.runs == 2,
+             what="the second run")
+
+    def reloaded(_: train_pb2.Job) -> bool:
+        model = admin.GetModel(model_admin_pb2.GetModelRequest(name="job-a")).model
+        return model.state == model_admin_pb2.MODEL_STATE_READY and \
+            model.loaded_at.ToNanoseconds() > before.loaded_at.ToNanoseconds()
+
+    wait_job(stub, job_id, reloaded, timeout=60, what="job-a loaded again")
+    done = wait_job(stub, job_id, lambda j: j.loaded_model == "job-a", what="the note")
+    assert "failed" not in done.reason, done.reason
+
+
 @pytest.mark.skipif(not GRPCURL.exists(), reason="grpcurl is not installed (make install)")
 def test_grpcurl_script_starts_and_watches_a_job_through_reflection(jobs: Jobs) -> None:
     env = dict(os.environ, GRPCURL=str(GRPCURL))
