@@ -253,7 +253,7 @@ class TrainingConfig(BaseConfig):
     out_dir: str = option("out", "run folder: checkpoints, events.jsonl, train.log")
     init_from: str = option("scratch", "'scratch', 'resume', a checkpoint path or a GPT-2 preset")
     max_iters: int = option(5000, "optimizer steps to run", min=0)
-    batch_size: int = option(12, "sequences per micro-batch (per rank)", min=1)
+    batch_size: int = option(12, "sequences per micro-batch (per rank)", min=1, max=65536)
     gradient_accumulation_steps: int = option(1, "micro-batches per optimizer step (global)",
                                               min=1)
     # optimizer
@@ -271,7 +271,7 @@ class TrainingConfig(BaseConfig):
                                         "learning_rate / 10, as nanoGPT's 6e-4 -> 6e-5)", min=0.0)
     # evaluation, logging, checkpoints
     eval_interval: int = option(250, "evaluate and save every N steps", min=1)
-    eval_iters: int = option(20, "batches per split in each evaluation", min=1)
+    eval_iters: int = option(20, "batches per split in each evaluation", min=1, max=100_000)
     log_interval: int = option(10, "log every N steps", min=1)
     eval_only: bool = option(False, "evaluate once and exit")
     # system

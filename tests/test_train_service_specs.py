@@ -150,6 +150,8 @@ BAD_SPECS: list[tuple[str, list[Edit], str, str]] = [
     ("min_lr above lr", [_set("training.min_lr", 0.1)], "spec.training.min_lr",
      "must not exceed TrainingConfig.learning_rate"),
     ("zero steps", [_set("training.max_iters", 0)], "spec.training.max_iters", "must be >= 1"),
+    ("absurd batch", [_set("training.batch_size", 2**32 - 1)], "spec.training.batch_size",
+     "must be in [1, 65536], got 4294967295"),
     ("unknown dtype", [_set("training.dtype", "fp8")], "spec.training.dtype",
      "must be one of auto, float32, bfloat16, float16, got 'fp8'"),
     ("dropout 1", [_set("training.dropout", 1.0)], "spec.training.dropout",
