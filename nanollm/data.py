@@ -59,6 +59,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_DATA_ROOT = Path("data")
 _TOKENS_FILE = "tokens.bin"
 _DOWNLOAD_FILE = "download.txt"
+MAX_SPLIT = 0.5  # the largest train_val_split (TrainingConfig.train_val_split)
 
 
 class DataPreparer:
@@ -261,8 +262,9 @@ def _check_sizes(n_train: int, n_val: int, split: object, block_size: int, sourc
     fixes = []
     if min(n_train, n_val) >= 2:
         fixes.append(f"a smaller block_size (at most {min(n_train, n_val) - 1})")
-    if total >= 2 * need:
-        fixes.append(f"train_val_split between {need / total:.3g} and {1 - need / total:.3g}")
+    if total >= 2 * need:  # the split is at most MAX_SPLIT (TrainingConfig's range)
+        fixes.append(f"train_val_split between {need / total:.3g} and "
+                     f"{min(MAX_SPLIT, 1 - need / total):.3g}")
     fixes.append(f"more data (at least {2 * need} tokens for block_size={block_size})")
     raise DataError(
         f"{source}: {total} tokens give {n_train} train and {n_val} val tokens "
