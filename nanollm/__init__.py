@@ -22,7 +22,7 @@ _EXPORTS = {
     "ModelConfig": "nanollm.config",
     "TrainingConfig": "nanollm.config",
     "GenerationConfig": "nanollm.config",
-    "ServerConfig": "nanollm.config",
+    "ServerConfig": "nanollm.server_config",
     "ConfigError": "nanollm.config",
     "InferencePipeline": "nanollm.pipeline",
     "ModelLoader": "nanollm.loader",
@@ -37,13 +37,13 @@ if TYPE_CHECKING:
         ConfigError,
         GenerationConfig,
         ModelConfig,
-        ServerConfig,
         TrainingConfig,
     )
     from nanollm.data import DataPreparer
     from nanollm.loader import ModelLoader
     from nanollm.model import GPT, GPTConfig
     from nanollm.pipeline import InferencePipeline
+    from nanollm.server_config import ServerConfig
     from nanollm.tokenizer import load_tokenizer
 
 

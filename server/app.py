@@ -22,8 +22,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import nanollm
-from nanollm.config import ConfigError, GenerationConfig, ServerConfig
+from nanollm.config import ConfigError, GenerationConfig
 from nanollm.loader import ModelLoader
+from nanollm.server_config import ServerConfig
 from nanollm.v1 import generate_pb2_grpc, model_admin_pb2_grpc, train_pb2_grpc
 from server.admin_service import ModelAdminService
 from server.auth import AuthInterceptor, KeyRing

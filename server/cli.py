@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import NoReturn
 
 from nanollm.checkpoint import CheckpointError
-from nanollm.config import ConfigError, ServerConfig
+from nanollm.config import ConfigError
 from nanollm.config_io import add_config_flags, build_config, flag_overrides
+from nanollm.server_config import ServerConfig
 
 PROG = "gpt-server"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

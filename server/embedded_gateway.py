@@ -23,7 +23,8 @@ from gateway.app import GatewaySettings, create_app
 from gateway.backend import BackendSettings
 from gateway.cli import UsageError
 from gateway.cli import bind as bind_socket
-from nanollm.config import ConfigError, ServerConfig
+from nanollm.config import ConfigError
+from nanollm.server_config import ServerConfig
 
 # Seconds the gateway waits for its open connections once gRPC has drained: the streams have
 # ended by then, so this only bounds slow readers and idle keep-alive connections.

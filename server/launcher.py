@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.backend import BackendSettings
-from nanollm.config import ServerConfig
+from nanollm.server_config import ServerConfig
 from server.embedded_gateway import EmbeddedGateway, client_address, dial_address, grpc_backend
 
 log = logging.getLogger(__name__)

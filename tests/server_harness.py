@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from nanollm.checkpoint import save_checkpoint
-from nanollm.config import ServerConfig
+from nanollm.server_config import ServerConfig
 from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2_grpc
 from server.app import NanoLLMServer
 from server.engine import Engine

@@ -9,10 +9,10 @@ from nanollm.config import (
     ConfigError,
     GenerationConfig,
     ModelConfig,
-    ServerConfig,
     TrainingConfig,
 )
 from nanollm.config_io import add_config_flags, build_config, flag_overrides
+from nanollm.server_config import ServerConfig
 
 
 def test_presets() -> None:

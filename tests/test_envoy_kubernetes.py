@@ -13,8 +13,8 @@ import yaml
 from envoy_harness import REPO, descriptor_set
 
 from gateway.envoy.render import main as render
-from nanollm.config import ServerConfig
 from nanollm.config_io import build_config, flag_overrides
+from nanollm.server_config import ServerConfig
 from server.cli import build_parser
 from server.health import ADMIN_SERVICE, GENERATE_SERVICE
 

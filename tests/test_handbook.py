@@ -21,11 +21,11 @@ from nanollm.config import (
     BaseConfig,
     GenerationConfig,
     ModelConfig,
-    ServerConfig,
     TrainingConfig,
     range_text,
 )
 from nanollm.generate_cli import build_parser as generate_parser
+from nanollm.server_config import ServerConfig
 from server.cli import build_parser as server_parser
 from trainer.cli import build_parser as train_parser
 
