@@ -2,8 +2,8 @@
 
 A prompt list makes one gRPC call per prompt (all at once); choice p * n + i is prompt p's
 choice i. `echo` puts the prompt before each choice's text (in a stream: as the choice's first
-chunk). `logprobs: 0` returns the log-probability of each sampled token, with `text_offset`
-counted in the returned text.
+chunk). `logprobs: N` returns the log-probability of each sampled token and its N most likely
+alternatives (0 to 5), with `text_offset` counted in the returned text.
 
 A prompt of token ids (`[15496, 995]`, or a list of such lists) is sent as those ids
 (`prompt_token_ids`), so the model sees exactly the tokens asked for, even ones no text encodes
