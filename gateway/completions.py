@@ -69,7 +69,9 @@ def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int,
         offset += len(token)
     tops = []
     for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
-        top = dict(ranked[i]) if ranked else {}
+        top: dict[str, float] = {}
+        for text, lp in ranked[i] if ranked else []:  # tokens of one text (a byte of a split
+            top.setdefault(text, lp)                   # character): the most likely one stays
         top.setdefault(token, logprob)
         tops.append(top)
     return CompletionLogprobs(text_offset=offsets, token_logprobs=list(logprobs), tokens=tokens,

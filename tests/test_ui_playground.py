@@ -163,6 +163,12 @@ def test_choices_and_text_that_looks_like_html(page: Any, stack: UiStack) -> Non
     assert text(page, "#stat-completion") == "12 tokens"  # 2 choices of 6
 
 
+# A token's tooltip: its log-probability, then the most likely tokens at its place (3, and the
+# sampled one; completions show tokens of the same text, such as bytes of a split character, once).
+TITLE = (r"log-probability -?\d+\.\d{3} \(p = \d\.\d{3}\)\n"
+         r"most likely: (\"[^\n]*\" \d\.\d{3}(, |$)){1,4}")
+
+
 def test_log_probabilities_per_token(page: Any, stack: UiStack) -> None:
     page.fill("#pg-prompt", "ROMEO:")
     sampling(page, 8, logprobs=True)
@@ -170,8 +176,7 @@ def test_log_probabilities_per_token(page: Any, stack: UiStack) -> None:
     finished(page)
     tokens = page.locator("#pg-outputs .tok")
     titles = [tokens.nth(i).get_attribute("title") for i in range(tokens.count())]
-    assert titles and all(re.fullmatch(r"log-probability -?\d+\.\d{3} \(p = \d\.\d{3}\)",
-                                       t or "") for t in titles), titles
+    assert titles and all(re.fullmatch(TITLE, t or "") for t in titles), titles
     # One span per token whose text stands alone (a byte cut from a character does not).
     assert 1 <= len(titles) <= 8
     assert all(t in text(page, "#pg-outputs .output-text") for t in tokens.all_text_contents())
@@ -189,5 +194,5 @@ def test_chat_reply_tokens_without_streaming(page: Any, stack: UiStack) -> None:
     tokens = reply.locator(".tok")
     assert tokens.count() >= 1
     assert "".join(tokens.all_text_contents()) == reply.inner_text()
-    assert all(re.fullmatch(r"log-probability -?\d+\.\d{3} \(p = \d\.\d{3}\)", t or "")
+    assert all(re.fullmatch(TITLE, t or "")
                for t in [tokens.nth(i).get_attribute("title") for i in range(tokens.count())])

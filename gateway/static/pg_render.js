@@ -21,15 +21,17 @@ export class Outputs {
     return this.boxes.get(index);
   }
 
-  /** Appends `text` to choice `index`; `tokens` are [token, logprob] pairs when known. */
+  /** Appends `text` to choice `index`; `tokens` are [token, logprob, alternatives] when known
+   * (alternatives: [token, logprob] pairs, most likely first). */
   add(index, text, tokens = null) {
     if (!text) return;
     const box = this.box(index);
     this.texts.set(index, this.texts.get(index) + text);
     const spans = tokens && alignTokens(tokens, text);
     if (spans) {
-      for (const [token, logprob] of spans) {
-        append(box, el("span", { class: "tok", title: logprobTitle(logprob) }, token));
+      for (const [token, logprob, alternatives] of spans) {
+        append(box, el("span", { class: "tok", title: logprobTitle(logprob, alternatives) },
+                       token));
       }
     } else if (box.lastChild && box.lastChild.nodeType === Node.TEXT_NODE) {
       box.lastChild.appendData(text);
@@ -67,17 +69,20 @@ export function alignTokens(tokens, text) {
   if (!joined.endsWith(text)) return null;
   let cut = joined.length - text.length;
   const out = [];
-  for (const [token, logprob] of tokens) {
+  for (const [token, logprob, alternatives] of tokens) {
     const drop = Math.min(cut, token.length);
     cut -= drop;
-    if (token.length > drop) out.push([token.slice(drop), logprob]);
+    if (token.length > drop) out.push([token.slice(drop), logprob, alternatives]);
   }
   return out;
 }
 
-function logprobTitle(logprob) {
+function logprobTitle(logprob, alternatives = []) {
   if (typeof logprob !== "number") return null;
-  return `log-probability ${logprob.toFixed(3)} (p = ${Math.exp(logprob).toFixed(3)})`;
+  const title = `log-probability ${logprob.toFixed(3)} (p = ${Math.exp(logprob).toFixed(3)})`;
+  if (!alternatives?.length) return title;
+  const best = alternatives.map(([t, lp]) => `${JSON.stringify(t)} ${Math.exp(lp).toFixed(3)}`);
+  return `${title}\nmost likely: ${best.join(", ")}`;
 }
 
 /** A completion box in `container`, labelled when there are several choices. */

@@ -5,6 +5,9 @@ import { call, events, isAbort } from "./api.js";
 import { byId, el, replace, showError } from "./dom.js";
 import { chatBubble, completionBox, drawTranscript, Outputs, Stats } from "./pg_render.js";
 
+// Tokens shown with each token's log-probability (on hover) when logprobs is ticked.
+const ALTERNATIVES = 3;
+
 const NUMBER_KNOBS = {
   max_tokens: "pg-max-tokens", temperature: "pg-temperature", top_p: "pg-top-p",
   top_k: "pg-top-k", presence_penalty: "pg-presence", frequency_penalty: "pg-frequency",
@@ -120,7 +123,7 @@ function sampling() {
 
 function completionBody() {
   const body = { model: byId("pg-model").value, prompt: byId("pg-prompt").value, ...sampling() };
-  if (byId("pg-logprobs").checked) body.logprobs = 0;
+  if (byId("pg-logprobs").checked) body.logprobs = ALTERNATIVES;
   if (byId("pg-echo").checked) body.echo = true;
   return body;
 }
@@ -130,7 +133,7 @@ function chatBody() {
   const messages = system ? [{ role: "system", content: system }] : [];
   const body = { model: byId("pg-model").value, messages: [...messages, ...state.chat],
                  ...sampling() };
-  if (byId("pg-logprobs").checked) body.logprobs = true;
+  if (byId("pg-logprobs").checked) Object.assign(body, { logprobs: true, top_logprobs: ALTERNATIVES });
   return body;
 }
 
@@ -236,11 +239,17 @@ function show(outputs, choice) {
   let tokens = null;
   if (choice.delta !== undefined || choice.message !== undefined) {  // chat
     text = (choice.delta || choice.message).content || "";
-    if (choice.logprobs?.content) tokens = choice.logprobs.content.map((t) => [t.token, t.logprob]);
+    if (choice.logprobs?.content) {
+      tokens = choice.logprobs.content.map((t) => [t.token, t.logprob,
+        t.top_logprobs.map((a) => [a.token, a.logprob])]);
+    }
   } else {
     text = choice.text || "";
     const lp = choice.logprobs;
-    if (lp?.tokens) tokens = lp.tokens.map((t, i) => [t, lp.token_logprobs[i]]);
+    if (lp?.tokens) {
+      tokens = lp.tokens.map((t, i) => [t, lp.token_logprobs[i],
+        Object.entries(lp.top_logprobs[i] || {}).sort((a, b) => b[1] - a[1])]);
+    }
   }
   if (text) {
     stats.piece();
