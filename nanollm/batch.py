@@ -69,6 +69,9 @@ class _Row:
     sequence: SequenceState
     pending: list[int] = field(default_factory=list)
     order: int = 0  # admission order: older prompts are prefilled first
+    # Scoring the prompt (SequenceState.prompt_logprobs): the log-distribution (V,) at the last
+    # token of the previous chunk, which predicts the first token of the next one.
+    carry: torch.Tensor | None = None
 
 
 class DecodeBatch:
@@ -181,6 +184,10 @@ class DecodeBatch:
         if prefill:
             out = self._prefill(prefill, chunks)  # (P, V)
             done = [i for i, s in enumerate(prefill) if not self._rows[s].pending]  # type: ignore[union-attr]
+            scored = [i for i in done if self._rows[prefill[i]].sequence.max_tokens == 0]  # type: ignore[union-attr]
+            for i in scored:  # prompt scoring only: the row ends without sampling
+                outputs.append(self._end_unsampled(prefill[i]))
+            done = [i for i in done if i not in scored]
             if done:
                 logits.append(out if len(done) == len(prefill) else out[done])
                 sampling += [prefill[i] for i in done]
@@ -231,17 +238,53 @@ class DecodeBatch:
         self._reset(slot)
 
     def _prefill(self, slots: list[int], chunks: list[int]) -> torch.Tensor:
-        """Feed each slot its next chunk of pending tokens: one (P, S) call -> (P, V) logits."""
+        """Feed each slot its next chunk of pending tokens: one (P, S) call -> (P, V) logits.
+        Rows scoring their prompt need every position's logits: then the call returns them
+        all and each row's last real position is picked out."""
         S = max(chunks)
         idx = torch.zeros(len(slots), S, dtype=torch.long)  # (P, S), right-padded
-        for i, (slot, take) in enumerate(zip(slots, chunks, strict=True)):
-            row = self._rows[slot]
+        rows = [self._rows[slot] for slot in slots]
+        for i, (slot, row, take) in enumerate(zip(slots, rows, chunks, strict=True)):
             assert row is not None
             idx[i, :take] = torch.tensor(row.pending[:take], dtype=torch.long)
             del row.pending[:take]
             self._lengths[slot] += take
         num_new = None if min(chunks) == S else torch.tensor(chunks, device=self.device)
-        return self.model.forward_cached(idx.to(self.device), self.cache, num_new, rows=slots)
+        scoring = [i for i, row in enumerate(rows) if row.sequence.prompt_logprobs is not None  # type: ignore[union-attr]
+                   and not row.sequence.token_ids]  # type: ignore[union-attr]
+        if not scoring:
+            return self.model.forward_cached(idx.to(self.device), self.cache, num_new, rows=slots)
+        every = self.model.forward_cached(idx.to(self.device), self.cache, num_new, rows=slots,
+                                          all_logits=True)  # (P, S, V)
+        for i in scoring:
+            self._score(rows[i], idx[i, : chunks[i]].tolist(), every[i, : chunks[i]])  # type: ignore[arg-type]
+        last = torch.tensor(chunks, device=every.device) - 1
+        return every[torch.arange(len(slots), device=every.device), last]  # (P, V)
+
+    def _score(self, row: _Row, tokens: list[int], logits: torch.Tensor) -> None:
+        """Record the log-probability of each prompt token of a chunk (T tokens, (T, V)
+        logits): the first from the previous chunk's last position, the others from the
+        position before them. The model's own distribution, over the tokenizer's vocabulary."""
+        seq = row.sequence
+        V = self.tokenizer.vocab_size
+        log_probs = torch.log_softmax(logits[:, :V].float(), dim=-1)  # (T, V)
+        dists = ([row.carry] if row.carry is not None else []) + list(log_probs[:-1])
+        predicted = tokens if row.carry is not None else tokens[1:]
+        for dist, token in zip(dists, predicted, strict=True):
+            seq.prompt_logprobs.append(float(dist[token]))  # type: ignore[union-attr]
+            if seq.prompt_top_logprobs is not None:
+                values, ids = torch.topk(dist, min(seq.config.top_logprobs, V))
+                seq.prompt_top_logprobs.append(list(zip(ids.tolist(), values.tolist(),
+                                                        strict=True)))
+        row.carry = log_probs[-1] if row.pending else None
+
+    def _end_unsampled(self, slot: int) -> StepOutput:
+        """A row that only scored its prompt (max_tokens = 0) ends now."""
+        row = self._rows[slot]
+        assert row is not None
+        row.sequence.finish_unsampled()
+        self._rows[slot] = None
+        return StepOutput(slot, row.sequence, None, None, "", row.sequence.finish_reason)
 
     def _sample(self, slots: list[int], logits: torch.Tensor) -> list[StepOutput]:
         """One token for each slot from its (R, V) logits row; finished rows leave."""

@@ -42,6 +42,9 @@ class Completion:
     seed: int
     logprobs: list[float] | None = None
     top_logprobs: list[list[tuple[int, float]]] | None = None
+    # With score_prompt: one per prompt token after the first (the model's own distribution).
+    prompt_logprobs: list[float] | None = None
+    prompt_top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 class SequenceState:
@@ -55,10 +58,13 @@ class SequenceState:
         *,
         max_tokens: int,
         seed: int | None = None,
+        score_prompt: bool = False,
     ) -> None:
         """`max_tokens`: tokens this sequence may produce (its max_new_tokens); `seed`
-        overrides config.seed (None in both: a random, recorded seed)."""
-        if max_tokens < 1:
+        overrides config.seed (None in both: a random, recorded seed). `score_prompt`: also
+        record the model's log-probability of each prompt token after the first (and, with
+        config.top_logprobs, the alternatives); then max_tokens may be 0, to score only."""
+        if max_tokens < (0 if score_prompt else 1):
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
         self.prompt_ids = list(prompt_ids)
         self.config = config
@@ -73,6 +79,11 @@ class SequenceState:
         # Per token: the most likely alternatives (token, logprob), when top_logprobs asked.
         self.top_logprobs: list[list[tuple[int, float]]] | None = (
             [] if config.logprobs and config.top_logprobs else None)
+        # Per prompt token after the first: its log-probability under the model (DecodeBatch
+        # fills them while prefilling), and the alternatives when top_logprobs is asked.
+        self.prompt_logprobs: list[float] | None = [] if score_prompt else None
+        self.prompt_top_logprobs: list[list[tuple[int, float]]] | None = (
+            [] if score_prompt and config.top_logprobs else None)
         self.finish_reason: str | None = None
 
     @property
@@ -101,6 +112,11 @@ class SequenceState:
         self._pieces.append(text)
         return text
 
+    def finish_unsampled(self) -> None:
+        """End a max_tokens = 0 sequence once its prompt is scored: "length", no text."""
+        self.finish_reason = "length"
+        self._pieces.append("")
+
     def cancel(self) -> None:
         """End the sequence early (the caller went away); text held back is dropped."""
         if not self.finished:
@@ -126,4 +142,7 @@ class SequenceState:
             seed=self.sampler.seed,
             logprobs=None if self.logprobs is None else list(self.logprobs),
             top_logprobs=None if self.top_logprobs is None else list(self.top_logprobs),
+            prompt_logprobs=None if self.prompt_logprobs is None else list(self.prompt_logprobs),
+            prompt_top_logprobs=None if self.prompt_top_logprobs is None
+            else list(self.prompt_top_logprobs),
         )

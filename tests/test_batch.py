@@ -277,3 +277,35 @@ def test_admit_rejects_what_cannot_run(model: GPT) -> None:
         batch.cancel(0)
     with pytest.raises(ValueError, match="max_len must be in"):
         DecodeBatch(model, BYTE, max_len=49)
+
+
+@pytest.mark.parametrize("budget", [None, 4])
+def test_prompt_scoring_equals_log_softmax_of_a_full_forward(model: GPT,
+                                                              budget: int | None) -> None:
+    """score_prompt: each prompt token after the first gets log_softmax of the full forward at
+    the position before it (also when the prompt enters in chunks of 4, beside a decoding
+    row); max_tokens = 0 scores without sampling and frees the slot."""
+    prompt = BYTE.encode("To be, or not to be")  # 19 tokens: chunks of 4 leave a carry
+    batch = DecodeBatch(model, BYTE, max_batch_size=3, prefill_budget=budget)
+    other = seq("abc", 30)
+    batch.admit(other)
+    run(batch, steps=2)
+    cfg = GenerationConfig(temperature=0.0, stop_at_eos=False, logprobs=True, top_logprobs=2)
+    scored = SequenceState(prompt, cfg, BYTE, max_tokens=0, score_prompt=True)
+    scored_and_sampled = SequenceState(prompt, cfg, BYTE, max_tokens=3, score_prompt=True)
+    batch.admit(scored)
+    batch.admit(scored_and_sampled)
+    ends = [o for step in run(batch) for o in step if o.sequence is scored]
+    assert [(o.token, o.finish_reason) for o in ends] == [(None, "length")]
+
+    with torch.no_grad():
+        logits, _ = model(torch.tensor([prompt]), targets=torch.tensor([prompt]))  # (1, T, V)
+    want = torch.log_softmax(logits[0, :-1, : BYTE.vocab_size].float(), dim=-1)  # (T-1, V)
+    expected = want.gather(1, torch.tensor(prompt[1:])[:, None])[:, 0].tolist()
+    for s in (scored, scored_and_sampled):
+        assert s.prompt_logprobs == pytest.approx(expected, abs=1e-4)
+        best = torch.topk(want, 2)
+        assert [[t for t, _ in top] for top in s.prompt_top_logprobs] == best.indices.tolist()
+    assert scored.completion().token_ids == [] and scored.completion().text == ""
+    assert scored_and_sampled.token_ids == reference_greedy(model, prompt, 3)
+    assert other.token_ids == reference_greedy(model, BYTE.encode("abc"), 30)
