@@ -100,6 +100,7 @@ class Sampling:
     stop: Sequence[str] = ()
     stop_at_eos: bool | None = None
     top_logprobs: int | None = None
+    prompt_logprobs: bool | None = None
 
     def to_pb(self) -> generate_pb2.SamplingParams:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

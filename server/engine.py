@@ -226,7 +226,8 @@ class Engine:
         self._running.add(handle)
         for i in range(req.n):
             seq = SequenceState(req.prompt_ids, req.config, self.tokenizer,
-                                max_tokens=req.max_tokens, seed=row_seed(req.seed, i))
+                                max_tokens=req.max_tokens, seed=row_seed(req.seed, i),
+                                score_prompt=req.score_prompt and i == 0)
             self._slots[self._batch.admit(seq)] = (handle, i)
         self.metrics.queue_time(self.name, handle.admitted_at - handle.submitted_at)
         self.metrics.tokens(self.name, len(req.prompt_ids), 0)

@@ -87,11 +87,18 @@ class GenerateService(generate_pb2_grpc.GenerateServiceServicer):
         self._note_done(req, completion_tokens, done)
         if done.error is not None:
             raise done.error
-        return generate_pb2.GenerateResponse(
+        response = generate_pb2.GenerateResponse(
             request_id=req.request_id, model=req.model,
             choices=[choice_pb(i, choices[i]) for i in sorted(choices)],
             usage=usage_pb(len(req.prompt_ids), completion_tokens),
             timings=timings_pb(done.timings))
+        if req.score_prompt:  # choice 0 scored the prompt
+            scored = choices[0]
+            response.prompt_token_ids.extend(req.prompt_ids)
+            response.prompt_logprobs.extend(scored.prompt_logprobs or [])
+            response.prompt_top_logprobs.extend(
+                top_logprobs_pb(top) for top in scored.prompt_top_logprobs or [])
+        return response
 
     async def StreamGenerate(self, request: generate_pb2.StreamGenerateRequest,
                              context: grpc.aio.ServicerContext

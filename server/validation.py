@@ -62,6 +62,7 @@ class GenerationRequest:
     max_tokens: int
     n: int
     seed: int  # choice i samples with row_seed(seed, i)
+    score_prompt: bool = False  # sampling.prompt_logprobs: choice 0 scores the prompt
 
 
 def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: GenerationConfig,
@@ -75,11 +76,14 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
     def given(name: str) -> bool:
         return s.HasField(name)  # type: ignore[arg-type]
 
+    score_prompt = given("prompt_logprobs") and s.prompt_logprobs
+    if score_prompt and isinstance(request, generate_pb2.StreamGenerateRequest):
+        bad.append(("sampling.prompt_logprobs", "only with Generate (not StreamGenerate)"))
     max_tokens = min(defaults.max_new_tokens, max_tokens_limit)
     if given("max_tokens"):
         max_tokens = s.max_tokens
-        if max_tokens < 1:
-            bad.append(("sampling.max_tokens", "must be >= 1"))
+        if max_tokens < 1 and not score_prompt:
+            bad.append(("sampling.max_tokens", "must be >= 1 (0 only with prompt_logprobs)"))
         elif max_tokens > max_tokens_limit:
             bad.append(("sampling.max_tokens", f"must be <= {max_tokens_limit} (the server's "
                                                f"limit), got {max_tokens}"))
@@ -98,6 +102,8 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
     if not 1 <= n <= limits.max_batch_size:
         bad.append(("sampling.n", f"must be in [1, {limits.max_batch_size}] (the model's batch "
                                   f"size), got {n}"))
+    elif max_tokens == 0 and n != 1:
+        bad.append(("sampling.n", "must be 1 when max_tokens is 0 (the prompt is scored once)"))
     seed = s.seed if given("seed") else defaults.seed
     if seed is not None and seed >= SEED_MODULUS:
         bad.append(("sampling.seed", f"must be below 2^63, got {seed}"))
@@ -113,7 +119,7 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
         raise InvalidArgumentError(bad)
     try:
         config = defaults.replace(
-            max_new_tokens=max_tokens, top_k=top_k, num_samples=n, seed=None,
+            max_new_tokens=max(1, max_tokens), top_k=top_k, num_samples=n, seed=None,
             stop_sequences=stop, stream=False, **knobs,
             logprobs=logprobs, top_logprobs=top_logprobs,
             stop_at_eos=s.stop_at_eos if given("stop_at_eos") else defaults.stop_at_eos)
@@ -121,7 +127,8 @@ def validate_generate(request: SamplingRequest, limits: ModelLimits, defaults: G
         raise InvalidArgumentError([("sampling", str(exc))]) from exc
     return GenerationRequest(request_id=request_id, model=limits.name, prompt_ids=prompt_ids,
                              config=config, max_tokens=max_tokens, n=n,
-                             seed=random_seed() if seed is None else seed)
+                             seed=random_seed() if seed is None else seed,
+                             score_prompt=score_prompt)
 
 
 def _request_id(value: str, bad: list[FieldViolation]) -> str:

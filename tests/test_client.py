@@ -120,7 +120,7 @@ def test_async_client_streams_concurrently_with_seeds(srv: ServerThread, client:
 BAD_INPUTS = [
     (dict(prompt="", max_tokens=0, top_p=1.5), [
         FieldViolation("prompt", "must not be empty"),
-        FieldViolation("sampling.max_tokens", "must be >= 1"),
+        FieldViolation("sampling.max_tokens", "must be >= 1 (0 only with prompt_logprobs)"),
         FieldViolation("sampling.top_p", "must be in (0, 1], got 1.5")]),
     (dict(prompt="x", max_tokens=LONG + 1, n=3), [
         FieldViolation("sampling.max_tokens", f"must be <= {LONG} (the server's limit), got "

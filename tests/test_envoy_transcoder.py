@@ -107,9 +107,9 @@ GOOD = {"prompt": PROMPT, "sampling": sampling()}
 
 @pytest.mark.parametrize(("path", "body", "key", "status", "code", "message", "violations"), [
     ("/v1/generate", {"prompt": PROMPT, "sampling": {"max_tokens": 0, "temperature": -1}}, USER,
-     400, 3, "invalid request: sampling.max_tokens: must be >= 1; sampling.temperature: must be "
-     "in [0, 100], got -1",
-     [("sampling.max_tokens", "must be >= 1"),
+     400, 3, "invalid request: sampling.max_tokens: must be >= 1 (0 only with prompt_logprobs); "
+     "sampling.temperature: must be in [0, 100], got -1",
+     [("sampling.max_tokens", "must be >= 1 (0 only with prompt_logprobs)"),
       ("sampling.temperature", "must be in [0, 100], got -1")]),
     ("/v1/generate", {"prompt": "x" * 80}, USER, 400, 3,
      "invalid request: prompt: is 80 tokens; model 'gpt' accepts at most 63 (its context is 64)",

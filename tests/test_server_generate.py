@@ -129,6 +129,37 @@ def test_top_logprobs_give_the_best_alternatives_at_each_position(srv: ServerThr
     assert not plain.top_logprobs and list(plain.logprobs) == list(choice.logprobs)
 
 
+def test_prompt_logprobs_score_the_prompt_with_or_without_generating(srv: ServerThread) -> None:
+    """prompt_logprobs: one log-probability per prompt token after the first, the same whether
+    the request then generates or not (max_tokens 0: no tokens, finish LENGTH); StreamGenerate
+    refuses it."""
+    score = greedy("HAMLET: To be", 0, logprobs=True, top_logprobs=2, prompt_logprobs=True)
+    scored = srv.generate.Generate(score, timeout=30)
+    assert list(scored.prompt_token_ids) == list(b"HAMLET: To be")
+    assert len(scored.prompt_logprobs) == len(scored.prompt_top_logprobs) == 12
+    assert all(lp <= 0 for lp in scored.prompt_logprobs)
+    assert all(len(top.token_ids) == 2 for top in scored.prompt_top_logprobs)
+    (choice,) = scored.choices
+    assert (list(choice.token_ids), choice.text) == ([], "")
+    assert choice.finish_reason == generate_pb2.FINISH_REASON_LENGTH
+    assert scored.usage.completion_tokens == 0
+
+    both = srv.generate.Generate(greedy("HAMLET: To be", 4, prompt_logprobs=True), timeout=30)
+    assert list(both.prompt_logprobs) == list(scored.prompt_logprobs)
+    assert len(both.choices[0].token_ids) == 4 and not both.prompt_top_logprobs
+    plain = srv.generate.Generate(greedy("HAMLET: To be", 4), timeout=30)
+    assert plain.choices[0].token_ids == both.choices[0].token_ids and not plain.prompt_logprobs
+
+    err = rpc_error(lambda: collect_stream(srv, stream_request("HAMLET:", 4,
+                                                               prompt_logprobs=True)))
+    assert field_violations(err) == [("sampling.prompt_logprobs",
+                                      "only with Generate (not StreamGenerate)")]
+    err = rpc_error(lambda: srv.generate.Generate(greedy("HAMLET:", 0, prompt_logprobs=True,
+                                                         n=2)))
+    assert field_violations(err) == [("sampling.n", "must be 1 when max_tokens is 0 (the "
+                                                    "prompt is scored once)")]
+
+
 def test_choice_i_of_n_is_reproduced_alone_with_seed_plus_i(srv: ServerThread) -> None:
     three = srv.generate.Generate(greedy("JULIET:", 10, temperature=1.0, seed=41, n=3))
     second = srv.generate.Generate(greedy("JULIET:", 10, temperature=1.0, seed=42, n=1))

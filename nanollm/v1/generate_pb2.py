@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanollm/v1/generate.proto\x12\nnanollm.v1\x1a\x1cgoogle/api/annotations.proto\"\xfa\x03\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x12\x0e\n\x01n\x18\t \x01(\rH\x08\x88\x01\x01\x12\x15\n\x08logprobs\x18\n \x01(\x08H\t\x88\x01\x01\x12\x0c\n\x04stop\x18\x0b \x03(\t\x12\x18\n\x0bstop_at_eos\x18\x0c \x01(\x08H\n\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\rH\x0b\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seedB\x04\n\x02_nB\x0b\n\t_logprobsB\x0e\n\x0c_stop_at_eosB\x0f\n\r_top_logprobs\"2\n\x0bTopLogprobs\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"T\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xb8\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.nanollm.v1.FinishReason\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12-\n\x0ctop_logprobs\x18\x07 \x03(\x0b\x32\x17.nanollm.v1.TopLogprobs\"\x8c\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.nanollm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\r\"\xa2\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x07\x63hoices\x18\x03 \x03(\x0b\x32\x12.nanollm.v1.Choice\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.nanollm.v1.Usage\x12$\n\x07timings\x18\x05 \x01(\x0b\x32\x13.nanollm.v1.Timings\"\x92\x01\n\x15StreamGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.nanollm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\r\"\xc1\x02\n\x16StreamGenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x10\n\x08logprobs\x18\x06 \x03(\x02\x12 \n\x05usage\x18\x07 \x01(\x0b\x32\x11.nanollm.v1.Usage\x12/\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x18.nanollm.v1.FinishReason\x12\x11\n\x04seed\x18\t \x01(\x04H\x00\x88\x01\x01\x12$\n\x07timings\x18\n \x01(\x0b\x32\x13.nanollm.v1.Timings\x12-\n\x0ctop_logprobs\x18\x0b \x03(\x0b\x32\x17.nanollm.v1.TopLogprobsB\x07\n\x05_seed\".\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"S\n\x10TokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"5\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"1\n\x12\x44\x65tokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xb4\x03\n\x0fGenerateService\x12^\n\x08Generate\x12\x1b.nanollm.v1.GenerateRequest\x1a\x1c.nanollm.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12y\n\x0eStreamGenerate\x12!.nanollm.v1.StreamGenerateRequest\x1a\".nanollm.v1.StreamGenerateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/generate:stream:\x01*0\x01\x12^\n\x08Tokenize\x12\x1b.nanollm.v1.TokenizeRequest\x1a\x1c.nanollm.v1.TokenizeResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/tokenize:\x01*\x12\x66\n\nDetokenize\x12\x1d.nanollm.v1.DetokenizeRequest\x1a\x1e.nanollm.v1.DetokenizeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/detokenize:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19nanollm/v1/generate.proto\x12\nnanollm.v1\x1a\x1cgoogle/api/annotations.proto\"\xac\x04\n\x0eSamplingParams\x12\x17\n\nmax_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x12\n\x05top_k\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x1f\n\x12repetition_penalty\x18\x05 \x01(\x02H\x04\x88\x01\x01\x12\x1d\n\x10presence_penalty\x18\x06 \x01(\x02H\x05\x88\x01\x01\x12\x1e\n\x11\x66requency_penalty\x18\x07 \x01(\x02H\x06\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x07\x88\x01\x01\x12\x0e\n\x01n\x18\t \x01(\rH\x08\x88\x01\x01\x12\x15\n\x08logprobs\x18\n \x01(\x08H\t\x88\x01\x01\x12\x0c\n\x04stop\x18\x0b \x03(\t\x12\x18\n\x0bstop_at_eos\x18\x0c \x01(\x08H\n\x88\x01\x01\x12\x19\n\x0ctop_logprobs\x18\r \x01(\rH\x0b\x88\x01\x01\x12\x1c\n\x0fprompt_logprobs\x18\x0e \x01(\x08H\x0c\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x08\n\x06_top_kB\x15\n\x13_repetition_penaltyB\x13\n\x11_presence_penaltyB\x14\n\x12_frequency_penaltyB\x07\n\x05_seedB\x04\n\x02_nB\x0b\n\t_logprobsB\x0e\n\x0c_stop_at_eosB\x0f\n\r_top_logprobsB\x12\n\x10_prompt_logprobs\"2\n\x0bTopLogprobs\x12\x11\n\ttoken_ids\x18\x01 \x03(\r\x12\x10\n\x08logprobs\x18\x02 \x03(\x02\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\r\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\r\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\r\"T\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x12\n\nprefill_ms\x18\x02 \x01(\x01\x12\x11\n\tdecode_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xb8\x01\n\x06\x43hoice\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\ttoken_ids\x18\x03 \x03(\r\x12\x10\n\x08logprobs\x18\x04 \x03(\x02\x12/\n\rfinish_reason\x18\x05 \x01(\x0e\x32\x18.nanollm.v1.FinishReason\x12\x0c\n\x04seed\x18\x06 \x01(\x04\x12-\n\x0ctop_logprobs\x18\x07 \x03(\x0b\x32\x17.nanollm.v1.TopLogprobs\"\x8c\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.nanollm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\r\"\x8b\x02\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12#\n\x07\x63hoices\x18\x03 \x03(\x0b\x32\x12.nanollm.v1.Choice\x12 \n\x05usage\x18\x04 \x01(\x0b\x32\x11.nanollm.v1.Usage\x12$\n\x07timings\x18\x05 \x01(\x0b\x32\x13.nanollm.v1.Timings\x12\x18\n\x10prompt_token_ids\x18\x06 \x03(\r\x12\x17\n\x0fprompt_logprobs\x18\x07 \x03(\x02\x12\x34\n\x13prompt_top_logprobs\x18\x08 \x03(\x0b\x32\x17.nanollm.v1.TopLogprobs\"\x92\x01\n\x15StreamGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12,\n\x08sampling\x18\x03 \x01(\x0b\x32\x1a.nanollm.v1.SamplingParams\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x18\n\x10prompt_token_ids\x18\x05 \x03(\r\"\xc1\x02\n\x16StreamGenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\r\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x11\n\ttoken_ids\x18\x05 \x03(\r\x12\x10\n\x08logprobs\x18\x06 \x03(\x02\x12 \n\x05usage\x18\x07 \x01(\x0b\x32\x11.nanollm.v1.Usage\x12/\n\rfinish_reason\x18\x08 \x01(\x0e\x32\x18.nanollm.v1.FinishReason\x12\x11\n\x04seed\x18\t \x01(\x04H\x00\x88\x01\x01\x12$\n\x07timings\x18\n \x01(\x0b\x32\x13.nanollm.v1.Timings\x12-\n\x0ctop_logprobs\x18\x0b \x03(\x0b\x32\x17.nanollm.v1.TopLogprobsB\x07\n\x05_seed\".\n\x0fTokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"S\n\x10TokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\x12\x0e\n\x06tokens\x18\x03 \x03(\t\x12\r\n\x05\x63ount\x18\x04 \x01(\r\"5\n\x11\x44\x65tokenizeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\r\"1\n\x12\x44\x65tokenizeResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t*|\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12\x1b\n\x17\x46INISH_REASON_CANCELLED\x10\x03\x32\xb4\x03\n\x0fGenerateService\x12^\n\x08Generate\x12\x1b.nanollm.v1.GenerateRequest\x1a\x1c.nanollm.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12y\n\x0eStreamGenerate\x12!.nanollm.v1.StreamGenerateRequest\x1a\".nanollm.v1.StreamGenerateResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/generate:stream:\x01*0\x01\x12^\n\x08Tokenize\x12\x1b.nanollm.v1.TokenizeRequest\x1a\x1c.nanollm.v1.TokenizeResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/tokenize:\x01*\x12\x66\n\nDetokenize\x12\x1d.nanollm.v1.DetokenizeRequest\x1a\x1e.nanollm.v1.DetokenizeResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/detokenize:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,34 +40,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATESERVICE'].methods_by_name['Tokenize']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/tokenize:\001*'
   _globals['_GENERATESERVICE'].methods_by_name['Detokenize']._loaded_options = None
   _globals['_GENERATESERVICE'].methods_by_name['Detokenize']._serialized_options = b'\202\323\344\223\002\023\"\016/v1/detokenize:\001*'
-  _globals['_FINISHREASON']._serialized_start=2006
-  _globals['_FINISHREASON']._serialized_end=2130
+  _globals['_FINISHREASON']._serialized_start=2161
+  _globals['_FINISHREASON']._serialized_end=2285
   _globals['_SAMPLINGPARAMS']._serialized_start=72
-  _globals['_SAMPLINGPARAMS']._serialized_end=578
-  _globals['_TOPLOGPROBS']._serialized_start=580
-  _globals['_TOPLOGPROBS']._serialized_end=630
-  _globals['_USAGE']._serialized_start=632
-  _globals['_USAGE']._serialized_end=711
-  _globals['_TIMINGS']._serialized_start=713
-  _globals['_TIMINGS']._serialized_end=797
-  _globals['_CHOICE']._serialized_start=800
-  _globals['_CHOICE']._serialized_end=984
-  _globals['_GENERATEREQUEST']._serialized_start=987
-  _globals['_GENERATEREQUEST']._serialized_end=1127
-  _globals['_GENERATERESPONSE']._serialized_start=1130
-  _globals['_GENERATERESPONSE']._serialized_end=1292
-  _globals['_STREAMGENERATEREQUEST']._serialized_start=1295
-  _globals['_STREAMGENERATEREQUEST']._serialized_end=1441
-  _globals['_STREAMGENERATERESPONSE']._serialized_start=1444
-  _globals['_STREAMGENERATERESPONSE']._serialized_end=1765
-  _globals['_TOKENIZEREQUEST']._serialized_start=1767
-  _globals['_TOKENIZEREQUEST']._serialized_end=1813
-  _globals['_TOKENIZERESPONSE']._serialized_start=1815
-  _globals['_TOKENIZERESPONSE']._serialized_end=1898
-  _globals['_DETOKENIZEREQUEST']._serialized_start=1900
-  _globals['_DETOKENIZEREQUEST']._serialized_end=1953
-  _globals['_DETOKENIZERESPONSE']._serialized_start=1955
-  _globals['_DETOKENIZERESPONSE']._serialized_end=2004
-  _globals['_GENERATESERVICE']._serialized_start=2133
-  _globals['_GENERATESERVICE']._serialized_end=2569
+  _globals['_SAMPLINGPARAMS']._serialized_end=628
+  _globals['_TOPLOGPROBS']._serialized_start=630
+  _globals['_TOPLOGPROBS']._serialized_end=680
+  _globals['_USAGE']._serialized_start=682
+  _globals['_USAGE']._serialized_end=761
+  _globals['_TIMINGS']._serialized_start=763
+  _globals['_TIMINGS']._serialized_end=847
+  _globals['_CHOICE']._serialized_start=850
+  _globals['_CHOICE']._serialized_end=1034
+  _globals['_GENERATEREQUEST']._serialized_start=1037
+  _globals['_GENERATEREQUEST']._serialized_end=1177
+  _globals['_GENERATERESPONSE']._serialized_start=1180
+  _globals['_GENERATERESPONSE']._serialized_end=1447
+  _globals['_STREAMGENERATEREQUEST']._serialized_start=1450
+  _globals['_STREAMGENERATEREQUEST']._serialized_end=1596
+  _globals['_STREAMGENERATERESPONSE']._serialized_start=1599
+  _globals['_STREAMGENERATERESPONSE']._serialized_end=1920
+  _globals['_TOKENIZEREQUEST']._serialized_start=1922
+  _globals['_TOKENIZEREQUEST']._serialized_end=1968
+  _globals['_TOKENIZERESPONSE']._serialized_start=1970
+  _globals['_TOKENIZERESPONSE']._serialized_end=2053
+  _globals['_DETOKENIZEREQUEST']._serialized_start=2055
+  _globals['_DETOKENIZEREQUEST']._serialized_end=2108
+  _globals['_DETOKENIZERESPONSE']._serialized_start=2110
+  _globals['_DETOKENIZERESPONSE']._serialized_end=2159
+  _globals['_GENERATESERVICE']._serialized_start=2288
+  _globals['_GENERATESERVICE']._serialized_end=2724
 # @@protoc_insertion_point(module_scope)
