@@ -3,7 +3,8 @@
 A prompt list makes one gRPC call per prompt (all at once); choice p * n + i is prompt p's
 choice i. `echo` puts the prompt before each choice's text (in a stream: as the choice's first
 chunk). `logprobs: N` returns the log-probability of each sampled token and its N most likely
-alternatives (0 to 5), with `text_offset` counted in the returned text.
+alternatives (0 to 5), with `text_offset` counted in the returned text; with `echo` (not
+streamed) the prompt's tokens are scored too, and `max_tokens: 0` scores without generating.
 
 A prompt of token ids (`[15496, 995]`, or a list of such lists) is sent as those ids
 (`prompt_token_ids`), so the model sees exactly the tokens asked for, even ones no text encodes
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from fastapi import APIRouter, Request
@@ -57,21 +58,26 @@ async def prompt_texts(body: CompletionRequest, backend: Backend, request: Reque
         raise GatewayError(err.code, describe(err, RENAMES)[1], "prompt") from None
 
 
-def completion_logprobs(tokens: list[str], logprobs: list[float], offset: int,
-                        ranked: list[list[tuple[str, float]]] | None = None
+def completion_logprobs(tokens: list[str], logprobs: Sequence[float | None], offset: int,
+                        ranked: Sequence[list[tuple[str, float]] | None] | None = None
                         ) -> CompletionLogprobs:
     """OpenAI's legacy logprobs object. `top_logprobs[i]` maps the best alternatives at
     position i to their logprobs and, as OpenAI's does, always holds the sampled token too
-    (so up to logprobs + 1 entries); with logprobs 0 it holds the sampled token alone."""
+    (so up to logprobs + 1 entries); with logprobs 0 it holds the sampled token alone. A
+    None logprob (an echoed prompt's first token) has None there too."""
     offsets = []
     for token in tokens:
         offsets.append(offset)
         offset += len(token)
-    tops = []
+    tops: list[dict[str, float] | None] = []
     for i, (token, logprob) in enumerate(zip(tokens, logprobs, strict=True)):
+        if logprob is None:
+            tops.append(None)
+            continue
         top: dict[str, float] = {}
-        for text, lp in ranked[i] if ranked else []:  # tokens of one text (a byte of a split
-            top.setdefault(text, lp)                   # character): the most likely one stays
+        # Tokens of one text (bytes of a split character): the most likely one stays.
+        for text, lp in (ranked[i] or []) if ranked else []:
+            top.setdefault(text, lp)
         top.setdefault(token, logprob)
         tops.append(top)
     return CompletionLogprobs(text_offset=offsets, token_logprobs=list(logprobs), tokens=tokens,
@@ -103,6 +109,9 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                 tokens = await texts(reply.model, list(choice.token_ids))
                 ranked = await texts.ranked(reply.model, choice.top_logprobs)
                 logprobs = completion_logprobs(tokens, list(choice.logprobs), 0, ranked)
+                if body.scores_prompt:
+                    logprobs = await _with_prompt(reply, texts, tokens, list(choice.logprobs),
+                                                  ranked)
             choices.append(CompletionChoice(
                 finish_reason=finish_reason(choice.finish_reason),
                 index=p * body.choices_per_prompt + choice.index, logprobs=logprobs, text=text))
@@ -110,6 +119,19 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
                         model=replies[0].model, usage=usage_of([r.usage for r in replies]))
     return Response(result.model_dump_json(), media_type="application/json",
                     headers=id_header(request_id))
+
+
+async def _with_prompt(reply: generate_pb2.GenerateResponse, texts: TokenTexts,
+                       tokens: list[str], logprobs: list[float],
+                       ranked: list[list[tuple[str, float]]]) -> CompletionLogprobs:
+    """echo with logprobs: the prompt's tokens first (the first has no logprob), then the
+    generated ones, with offsets counted from the start of the echoed text."""
+    prompt = await texts(reply.model, list(reply.prompt_token_ids))
+    scores: list[float | None] = [None, *reply.prompt_logprobs, *logprobs]
+    if not (ranked or reply.prompt_top_logprobs):  # logprobs 0: no alternatives anywhere
+        return completion_logprobs(prompt + tokens, scores, 0)
+    prompt_ranked = await texts.ranked(reply.model, reply.prompt_top_logprobs)
+    return completion_logprobs(prompt + tokens, scores, 0, [None, *prompt_ranked, *ranked])
 
 
 async def _chunks(body: CompletionRequest, prompts: list[str], stream: Stream, request_id: str,

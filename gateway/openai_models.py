@@ -134,7 +134,8 @@ class CompletionRequest(_Sampling):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     logprobs: Annotated[int, Field(ge=0, le=5), INTEGRAL] | None = None
-    max_tokens: Count | None = None  # None (absent or null): DEFAULT_COMPLETION_TOKENS
+    # None (absent or null): DEFAULT_COMPLETION_TOKENS; 0 only to score an echoed prompt
+    max_tokens: Annotated[int, Field(ge=0, le=UINT32_MAX), INTEGRAL] | None = None
     n: Count | None = None
     presence_penalty: float | None = None
     seed: Seed | None = None
@@ -172,10 +173,17 @@ class CompletionRequest(_Sampling):
             raise ValueError("suffix: not supported")
         if self.best_of is not None and self.best_of != self.choices_per_prompt:
             raise ValueError("best_of: only best_of equal to n is supported")
-        if self.echo and self.logprobs is not None:
-            raise ValueError("logprobs: not supported together with echo (prompt tokens are "
-                             "not scored)")
+        if self.scores_prompt and self.stream:
+            raise ValueError("logprobs: with echo, only without stream (the prompt is scored "
+                             "in one answer)")
+        if self.max_tokens == 0 and not self.scores_prompt:
+            raise ValueError("max_tokens: 0 only with echo and logprobs (to score the prompt)")
         return self
+
+    @property
+    def scores_prompt(self) -> bool:
+        """echo with logprobs: the prompt's tokens get log-probabilities too."""
+        return bool(self.echo) and self.logprobs is not None
 
     @property
     def prompt_list(self) -> list[str | list[int]]:
@@ -192,7 +200,10 @@ class CompletionRequest(_Sampling):
 
     def to_sampling_params(self) -> generate_pb2.SamplingParams:
         limit = DEFAULT_COMPLETION_TOKENS if self.max_tokens is None else self.max_tokens
-        return self._params(limit, self.wants_logprobs, [], self.logprobs or 0)
+        params = self._params(limit, self.wants_logprobs, [], self.logprobs or 0)
+        if self.scores_prompt:
+            params.prompt_logprobs = True
+        return params
 
 
 class TextPart(_Request):
@@ -282,9 +293,9 @@ class Usage(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     text_offset: list[int]
-    token_logprobs: list[float]
+    token_logprobs: list[float | None]  # None: an echoed prompt's first token
     tokens: list[str]
-    top_logprobs: list[dict[str, float]]
+    top_logprobs: list[dict[str, float] | None]
 
 
 class CompletionChoice(BaseModel):

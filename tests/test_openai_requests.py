@@ -97,6 +97,31 @@ def test_token_id_prompts_that_cannot_be_sent(stack: Stack, prompt: list[object]
                               "param": "prompt", "code": None}
 
 
+def test_echo_with_logprobs_scores_the_prompt(stack: Stack) -> None:
+    """As lm-eval and other scorers use it: echo + logprobs gives the prompt's tokens with their
+    log-probabilities (the first None), then the generated ones; max_tokens 0 scores only."""
+    client = stack.sdk()
+    direct = stack.server.generate.Generate(generate_pb2.GenerateRequest(
+        prompt="Hello world, hello", sampling=generate_pb2.SamplingParams(
+            max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=2,
+            prompt_logprobs=True)))
+    for max_tokens in (0, 1):
+        reply = client.completions.create(model="gpt", prompt="Hello world, hello", echo=True,
+                                          logprobs=2, max_tokens=max_tokens, temperature=0)
+        (choice,) = reply.choices
+        lp = choice.logprobs
+        assert lp is not None and lp.tokens is not None and lp.token_logprobs is not None
+        n_prompt = len(direct.prompt_token_ids)
+        assert len(lp.tokens) == n_prompt + max_tokens
+        assert "".join(lp.tokens) == choice.text
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        assert lp.token_logprobs[1:n_prompt] == pytest.approx(list(direct.prompt_logprobs))
+        assert all(len(top) >= 2 for top in lp.top_logprobs[1:])
+        assert lp.text_offset[:2] == [0, len(lp.tokens[0])]
+        assert reply.usage is not None and reply.usage.completion_tokens == max_tokens
+    assert choice.text == "Hello world, hello" + direct.choices[0].text
+
+
 def test_null_max_tokens_is_openais_default(stack: Stack) -> None:
     reply = stack.sdk().completions.create(model="gpt", prompt="Hello", max_tokens=None,
                                            extra_body={"stop_at_eos": False})
