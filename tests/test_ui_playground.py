@@ -182,6 +182,21 @@ def test_log_probabilities_per_token(page: Any, stack: UiStack) -> None:
     assert all(t in text(page, "#pg-outputs .output-text") for t in tokens.all_text_contents())
 
 
+def test_echo_with_log_probabilities_scores_the_prompt(page: Any, stack: UiStack) -> None:
+    """Echo and log-probabilities together: the prompt's tokens are scored (the request goes
+    unstreamed); its first token has no log-probability, every other token has one."""
+    page.fill("#pg-prompt", "ROMEO:")
+    sampling(page, 4, logprobs=True, echo=True)
+    page.click("#pg-generate")
+    assert finished(page).startswith("length · ")
+    assert text(page, "#pg-error") == ""
+    tokens = page.locator("#pg-outputs .tok")
+    titles = [tokens.nth(i).get_attribute("title") for i in range(tokens.count())]
+    assert "".join(tokens.all_text_contents()).startswith("ROMEO:")
+    assert titles[0] is None and len(titles) == 6 + 4
+    assert all(re.fullmatch(TITLE, t or "") for t in titles[1:]), titles
+
+
 def test_chat_reply_tokens_without_streaming(page: Any, stack: UiStack) -> None:
     # A reply's leading space is trimmed while its first token keeps it: the spans still
     # spell the reply, each with its log-probability.

@@ -125,6 +125,10 @@ function completionBody() {
   const body = { model: byId("pg-model").value, prompt: byId("pg-prompt").value, ...sampling() };
   if (byId("pg-logprobs").checked) body.logprobs = ALTERNATIVES;
   if (byId("pg-echo").checked) body.echo = true;
+  if (body.echo && body.logprobs !== undefined) {  // scores the prompt: answered in one piece
+    body.stream = false;
+    delete body.stream_options;
+  }
   return body;
 }
 
