@@ -27,13 +27,18 @@ import secrets
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 # Drawn once per process: a later process that reuses our pid has another tag, so it can tell
 # that our leftovers are not its own.
 _PROCESS_TAG = secrets.token_hex(3)
 # How long a reader waits for a live writer to finish a replace (the gap is two renames long).
 _WAIT_S = 5.0
+_READ_S = 10.0  # how long read_stable reads again while a writer keeps replacing the folder
+_MISSING_LOOKS = 5
+T = TypeVar("T")
 
 
 def _host_tag() -> str:
@@ -226,12 +231,38 @@ def dir_identity(path: str | Path) -> tuple[int, ...] | None:
     return (st.st_dev, st.st_ino, st.st_ctime_ns, st.st_mtime_ns)
 
 
-def unchanged(before: tuple[int, ...] | None, path: str | Path) -> bool:
-    """Readers: whether `path` is still the folder a failed read looked at. A folder missing
-    at both looks is not "unchanged": that may be the gap between a writer's two renames,
-    which the next wait_for_replace waits out."""
-    now = dir_identity(path)
-    return now is not None and now == before
+def read_stable(path: str | Path, read: Callable[[], T],
+                retry_on: type[Exception] | tuple[type[Exception], ...],
+                timeout_s: float = _READ_S) -> T:
+    """Readers: `read()` of a folder another process may replace meanwhile, so that all it
+    reads comes from one version. A read that failed (with `retry_on`) or succeeded while the
+    folder changed is done again, for up to timeout_s. A failure is final when the folder is
+    the same before and after it twice in a row (it is broken: twice, because a new folder can
+    reuse a deleted one's inode within one timestamp tick), or when it is missing at both
+    looks _MISSING_LOOKS times (a missing folder, not the instant between a writer's two
+    renames, which wait_for_replace waits out)."""
+    deadline = time.monotonic() + timeout_s
+    same = missing = 0
+    while True:
+        wait_for_replace(path)
+        before = dir_identity(path)
+        try:
+            result = read()
+        except retry_on:
+            now = dir_identity(path)
+            if now is None and before is None:
+                missing += 1
+                if missing >= _MISSING_LOOKS:
+                    raise
+            elif now == before:
+                same += 1
+                if same >= 2:
+                    raise
+            elif time.monotonic() > deadline:
+                raise
+            continue
+        if dir_identity(path) == before or time.monotonic() > deadline:
+            return result
 
 
 def wait_for_replace(final: str | Path, timeout_s: float = _WAIT_S) -> None:

@@ -29,12 +29,10 @@ from safetensors.torch import load_file, save_file
 # make_temp_dir, finish_files, replace_dir_atomically and recover_interrupted_save are
 # public here too: every writer of a folder (datasets, exports) shares them.
 from nanollm.atomic_dir import (
-    dir_identity,
     finish_files,
     interrupted_copy,
     make_temp_dir,
-    unchanged,
-    wait_for_replace,
+    read_stable,
 )
 from nanollm.atomic_dir import recover_interrupted_save as recover_interrupted_save
 from nanollm.atomic_dir import replace_dir_atomically as replace_dir_atomically
@@ -50,7 +48,6 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 TIED_KEY = "lm_head.weight"
 EMBEDDING_KEY = "transformer.wte.weight"
 # A reader that saw the folder replaced under it retries this often before giving up.
-_READ_ATTEMPTS = 5
 
 
 class CheckpointError(RuntimeError):
@@ -83,13 +80,16 @@ def is_checkpoint_dir(path: str | Path) -> bool:
     """True when `path` holds a nanoLLM checkpoint. Reads only; a replace in progress is waited
     out, so a folder being re-saved still counts."""
     path = Path(path)
-    for _ in range(_READ_ATTEMPTS):
-        wait_for_replace(path)
-        before = dir_identity(path)
-        found = _looks_like_checkpoint(path)
-        if found or unchanged(before, path):
-            return found
-    return found
+
+    def check() -> bool:
+        if not _looks_like_checkpoint(path):
+            raise CheckpointError(f"{path}: not a checkpoint folder")
+        return True
+
+    try:
+        return read_stable(path, check, CheckpointError)
+    except CheckpointError:
+        return False
 
 
 def _looks_like_checkpoint(path: Path) -> bool:
@@ -266,21 +266,12 @@ def load_trainer_state(path: str | Path) -> dict[str, Any] | None:
 def load_checkpoint(path: str | Path, *, with_trainer_state: bool = False) -> Checkpoint:
     """Read a checkpoint folder; weights are checked against config.json before returning.
 
-    Reads only. A folder replaced by a concurrent save while it was being read is read again,
-    so the config, weights and trainer state always come from one save."""
+    Reads only. A folder replaced by a concurrent save while it was being read is read again
+    (nanollm.atomic_dir.read_stable), so the config, weights and trainer state always come
+    from one save."""
     path = Path(path)
-    for attempt in range(_READ_ATTEMPTS):
-        wait_for_replace(path)
-        before = dir_identity(path)
-        try:
-            ckpt = _read_checkpoint(path, with_trainer_state)
-        except CheckpointError:
-            if unchanged(before, path) or attempt == _READ_ATTEMPTS - 1:
-                raise
-            continue
-        if dir_identity(path) == before:
-            break
-    return ckpt
+    return read_stable(path, lambda: _read_checkpoint(path, with_trainer_state),
+                       CheckpointError)
 
 
 def _read_checkpoint(path: Path, with_trainer_state: bool) -> Checkpoint:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from nanollm.atomic_dir import dir_identity, unchanged, wait_for_replace
+from nanollm.atomic_dir import read_stable
 from nanollm.confined_paths import escape_reason
 
 FORMAT = "nanollm-dataset"
@@ -37,7 +37,6 @@ VAL_FILE = "val.bin"
 _DTYPES: dict[str, type[np.unsignedinteger[Any]]] = {"uint16": np.uint16, "uint32": np.uint32}
 _REQUIRED_KEYS = ("tokenizer", "vocab_size", "dtype", "train_tokens", "val_tokens")
 # How often open_dataset reads again when the folder was replaced while it read.
-_READ_ATTEMPTS = 5
 
 
 class DataError(ValueError):
@@ -158,16 +157,7 @@ def open_dataset(path: str | Path) -> PreparedDataset:
     its two renames is waited out, and a read that saw the folder change is done again, so
     meta.json and the token files always come from the same version."""
     path = Path(path)
-    attempt = 1
-    while True:
-        wait_for_replace(path)
-        before = dir_identity(path)
-        try:
-            return _open_once(path)
-        except DataError:
-            if attempt >= _READ_ATTEMPTS or unchanged(before, path):
-                raise
-            attempt += 1
+    return read_stable(path, lambda: _open_once(path), DataError)
 
 
 def _open_once(path: Path) -> PreparedDataset:

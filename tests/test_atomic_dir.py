@@ -155,6 +155,35 @@ def test_a_weights_file_replaced_between_the_check_and_the_open_is_read_again(
     assert len(calls) == 2
 
 
+def test_one_failed_read_of_an_unchanged_looking_folder_is_read_again(
+        tmp_path: Path, small_state: dict[str, torch.Tensor],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI once saw a read fail although the folder's identity (inode, ctime, mtime) looked the
+    same before and after: a new folder can reuse a deleted one's inode within one timestamp
+    tick. One such failure is read again; a folder that fails twice is broken, and fails."""
+    from nanollm import checkpoint
+
+    final = save_checkpoint(tmp_path / "latest", small_state, SMALL, provenance={"step": 1})
+    real_load_file = checkpoint.load_file
+    calls = []
+
+    def fails_once(filename: str) -> dict[str, torch.Tensor]:
+        calls.append(filename)
+        if len(calls) == 1:
+            raise FileNotFoundError(filename)  # what a read across a replace sees
+        return real_load_file(filename)
+
+    monkeypatch.setattr(checkpoint, "load_file", fails_once)
+    assert load_checkpoint(final).provenance == {"step": 1}
+    assert len(calls) == 2
+
+    (final / "model.safetensors").write_bytes(b"not safetensors")
+    calls.clear()
+    with pytest.raises(CheckpointError, match="corrupt or unreadable safetensors file"):
+        load_checkpoint(final)
+    assert len(calls) == 2  # read twice, then final
+
+
 def test_a_reader_between_a_live_writers_two_renames_waits_for_the_second(
         tmp_path: Path, small_state: dict[str, torch.Tensor]) -> None:
     """The state a live writer is in for an instant, held for 0.3 s: latest/ is moved aside
