@@ -43,7 +43,7 @@ def test_python_client_example(srv: ServerThread) -> None:
     assert re.search(r"^stream done: FINISH_REASON_LENGTH, seed 1, 12 tokens, ", out, re.M)
     assert ("bad request: INVALID_ARGUMENT\n"
             "  prompt: must not be empty\n"
-            "  sampling.max_tokens: must be >= 1\n"
+            "  sampling.max_tokens: must be >= 1 (0 only with prompt_logprobs)\n"
             "  sampling.top_p: must be in (0, 1], got 1.5\n") in out
     assert "model gpt: MODEL_STATE_READY, 35744 parameters, cpu/float32 (default)" in out
     assert "set default model: gpt" in out
