@@ -120,6 +120,12 @@ def test_echo_with_logprobs_scores_the_prompt(stack: Stack) -> None:
         assert lp.text_offset[:2] == [0, len(lp.tokens[0])]
         assert reply.usage is not None and reply.usage.completion_tokens == max_tokens
     assert choice.text == "Hello world, hello" + direct.choices[0].text
+    plain = client.completions.create(model="gpt", prompt="Hello world, hello", echo=True,
+                                      logprobs=0, max_tokens=0).choices[0].logprobs
+    assert plain is not None and plain.token_logprobs is not None and plain.tokens is not None
+    assert plain.token_logprobs[1:] == pytest.approx(list(direct.prompt_logprobs))
+    assert plain.top_logprobs == [None] + [{t: lp} for t, lp in zip(
+        plain.tokens[1:], plain.token_logprobs[1:], strict=True)]
 
 
 def test_null_max_tokens_is_openais_default(stack: Stack) -> None:
