@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -132,8 +133,14 @@ def init_distributed(cfg: TrainingConfig) -> DistContext:
     return DistContext(rank, local_rank, world, local_world, device)
 
 
-def shutdown(ctx: DistContext) -> None:
+def shutdown(ctx: DistContext, all_finished: bool = False) -> None:
+    """Destroy the process group. `all_finished`: every rank finished the run, so they
+    first meet at a barrier, and none tears down its side while another still talks to it
+    (after a failure a barrier could wait forever for a rank that is gone)."""
     if ctx.enabled and dist.is_initialized():
+        if all_finished:
+            dist.barrier()
+        gc.collect()  # objects holding the group (DDP reducers) go before it
         dist.destroy_process_group()
 
 

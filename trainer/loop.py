@@ -99,13 +99,20 @@ def train(cfg: TrainingConfig, *, given_model_fields: Collection[str] | None = N
     check_config(cfg, given, overwrite=overwrite)
     threads_before = torch.get_num_threads()
     ctx = init_distributed(cfg)
+    finished = False
     try:
         # Before the loop there is no step to finish: SIGTERM stops the setup as Ctrl-C does.
         with sigterm_raises("the run's setup"):
-            trainer = Trainer(cfg, ctx, given, overwrite=overwrite)
-        return trainer.run()
+            trainer: Trainer | None = Trainer(cfg, ctx, given, overwrite=overwrite)
+        result = trainer.run()  # type: ignore[union-attr]
+        finished = True
+        return result
     finally:
-        shutdown(ctx)
+        # The DDP model's reducer holds the process group: let it go first. A rank that still
+        # held it when the group was destroyed could abort at exit (SIGABRT from gloo's threads)
+        # after a run that had finished and saved.
+        trainer = None
+        shutdown(ctx, all_finished=finished)
         torch.set_num_threads(threads_before)
 
 
