@@ -178,7 +178,8 @@ def test_a_stream_cut_short_ends_without_a_finish_reason(stack: tuple[GptServer,
     envoy = stack[1]
     request = urllib.request.Request(
         envoy.url + "/v1/generate:stream", method="POST",
-        data=json.dumps({"prompt": PROMPT, "sampling": {"max_tokens": 4000}}).encode(),
+        data=json.dumps({"prompt": PROMPT, "sampling": {"max_tokens": 4000,
+                                                        "stop_at_eos": False}}).encode(),
         headers={"authorization": f"Bearer {USER}", "grpc-timeout": "300m"})
     with urllib.request.urlopen(request, timeout=30) as response:
         status, body = response.status, response.read().decode()

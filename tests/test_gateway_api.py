@@ -295,8 +295,9 @@ def _send(port: int, path: str, body: dict[str, object]) -> socket.socket:
 def test_disconnect_cancels_generation(stack: Stack, stream: bool) -> None:
     engine = stack.server.engine()
     cancelled = engine.cancelled
-    sock = _send(stack.gateway.port, "/v1/completions", {
-        "model": "gpt", "prompt": "Hi", "max_tokens": 90_000, "stream": stream})
+    sock = _send(stack.gateway.port, "/v1/completions", {  # stop_at_eos off: no early end
+        "model": "gpt", "prompt": "Hi", "max_tokens": 90_000, "stream": stream,
+        "stop_at_eos": False})
     if stream:
         received = b""
         while received.count(b"data: ") < 3:

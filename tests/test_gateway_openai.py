@@ -179,8 +179,10 @@ def test_full_queue_is_rate_limit_with_retry_after(keyed: Stack) -> None:
     # One request running and one waiting fill the one slot and the one queue place.
     engine = keyed.server.engine()
     metadata = (("authorization", f"Bearer {USER_KEY}"),)
+    # stop_at_eos off: a held request that drew <|endoftext|> would end and free the queue
     holders = [keyed.server.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
-        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000)),
+        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000,
+                                                            stop_at_eos=False)),
         metadata=metadata) for _ in range(2)]
     try:
         wait_for(lambda: engine.num_waiting == 1, timeout=30,

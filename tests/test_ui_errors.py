@@ -90,7 +90,9 @@ def test_full_queue_says_when_to_try_again(keyed_page: Any, stack: UiStack) -> N
     engine = stack.server.engine()
     metadata = (("authorization", f"Bearer {USER_KEY}"),)
     holders = [stack.server.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
-        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000)),
+        # stop_at_eos off: a held request that drew <|endoftext|> would end and free the queue
+        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000,
+                                                            stop_at_eos=False)),
         metadata=metadata) for _ in range(2)]
     try:
         wait_for(lambda: engine.num_waiting == 1, timeout=30,
