@@ -125,7 +125,7 @@ def test_training_job_uploaded_watched_loaded(stack: Stack) -> None:
                                                        "job_id": job["job_id"]})
     assert loaded.status_code == 200, loaded.text
     reply = stack.http.post("/v1/completions", json={"model": "trained", "prompt": "ROMEO:",
-                                                     "max_tokens": 8})
+                                                     "max_tokens": 8, "stop_at_eos": False})
     assert reply.json()["usage"]["completion_tokens"] == 8
     stack.http.delete("/v1/admin/models/trained")
 

@@ -68,7 +68,10 @@ def test_readme_curl_examples(stack: Stack) -> None:
     (choice,) = body["choices"]
     assert list(choice) == ["finish_reason", "index", "logprobs", "message"]
     assert choice["message"]["role"] == "assistant" and choice["logprobs"] is None
-    assert body["usage"]["completion_tokens"] == 100 and choice["finish_reason"] == "length"
+    # Sampled, so the model may end the reply itself (<|endoftext|>) before the 100 tokens.
+    used = body["usage"]["completion_tokens"]
+    assert (choice["finish_reason"], used == 100) in {("length", True), ("stop", False)}
+    assert 0 < used <= 100
     assert body["usage"]["total_tokens"] == sum(body["usage"][k] for k in ("prompt_tokens",
                                                                             "completion_tokens"))
     health = stack.http.get("/health")

@@ -79,7 +79,11 @@ def test_serves_then_stops_on_sigterm(server: ServerThread) -> None:
         reply = httpx2.post(f"{url}/v1/chat/completions", timeout=60, json={
             "model": "gpt", "messages": [{"role": "user", "content": "Hello!"}],
             "max_tokens": 100})
-        assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 100
+        assert reply.status_code == 200
+        # Sampled, so the model may end the reply itself (<|endoftext|>) before the 100 tokens.
+        finish = reply.json()["choices"][0]["finish_reason"]
+        used = reply.json()["usage"]["completion_tokens"]
+        assert (finish, used == 100) in {("length", True), ("stop", False)} and used > 0
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -165,7 +165,8 @@ def test_keys_are_passed_through(keyed: Stack) -> None:
     with pytest.raises(openai.AuthenticationError) as no_key:
         keyed.sdk("wrong-key").completions.create(model="gpt", prompt="Hi", max_tokens=2)
     assert no_key.value.status_code == 401 and no_key.value.code == "invalid_api_key"
-    reply = keyed.sdk(USER_KEY).completions.create(model="gpt", prompt="Hi", max_tokens=2)
+    reply = keyed.sdk(USER_KEY).completions.create(model="gpt", prompt="Hi", max_tokens=2,
+                                                   extra_body={"stop_at_eos": False})
     assert reply.usage is not None and reply.usage.completion_tokens == 2
     # A user key reads the model list; changing the default model takes the admin key.
     assert [m.id for m in keyed.sdk(USER_KEY).models.list()] == ["gpt"]

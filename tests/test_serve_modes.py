@@ -19,7 +19,7 @@ from server_harness import tiny_byte_checkpoint
 
 USER, ADMIN = "user-key-7", "admin-key-7"
 APP = "https://app.example.com"
-COMPLETION = {"model": "gpt", "prompt": "hi", "max_tokens": 2}
+COMPLETION = {"model": "gpt", "prompt": "hi", "max_tokens": 2, "stop_at_eos": False}
 CHAT = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 # (method, path, JSON body, status with no key, with the user key, with the admin key)
