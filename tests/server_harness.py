@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +32,9 @@ from server.engine import Engine
 from server.metrics import ServerMetrics
 
 T = TypeVar("T")
+
+
+GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 
 
 def tiny_byte_checkpoint(folder: Path, block_size: int = 64, seed: int = 0) -> Path:
@@ -143,3 +148,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def queue_held(srv: ServerThread, api_key: str) -> Iterator[None]:
+    """A server with one batch slot and one queue place, filled: one long request running and
+    one waiting, so the next is refused. Both are cancelled on leaving, and the engine is idle
+    again. End-of-text is off: a held request that drew it would end and free the queue."""
+    engine = srv.engine()
+    metadata = (("authorization", f"Bearer {api_key}"),)
+    holders = [srv.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
+        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000,
+                                                            stop_at_eos=False)),
+        metadata=metadata) for _ in range(2)]
+    try:
+        wait_for(lambda: engine.num_waiting == 1, timeout=30,
+                 what="one running and one queued request")
+        yield
+    finally:
+        for call in holders:
+            call.cancel()
+    wait_for(lambda: engine.num_running == 0 and engine.num_waiting == 0,
+             what="the held requests to be cancelled")

@@ -13,7 +13,13 @@ import openai
 import pytest
 from gateway_harness import GatewayThread
 from openai import OpenAI
-from server_harness import ServerThread, server_config, tiny_byte_checkpoint, wait_for
+from server_harness import (
+    ServerThread,
+    queue_held,
+    server_config,
+    tiny_byte_checkpoint,
+    wait_for,
+)
 
 from gateway.chat import END_OF_TURN, render_chat
 from gateway.openai_models import ChatMessage
@@ -178,25 +184,11 @@ def test_keys_are_passed_through(keyed: Stack) -> None:
 
 def test_full_queue_is_rate_limit_with_retry_after(keyed: Stack) -> None:
     # One request running and one waiting fill the one slot and the one queue place.
-    engine = keyed.server.engine()
-    metadata = (("authorization", f"Bearer {USER_KEY}"),)
-    # stop_at_eos off: a held request that drew <|endoftext|> would end and free the queue
-    holders = [keyed.server.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
-        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000,
-                                                            stop_at_eos=False)),
-        metadata=metadata) for _ in range(2)]
-    try:
-        wait_for(lambda: engine.num_waiting == 1, timeout=30,
-                 what="one running and one queued request")
+    with queue_held(keyed.server, USER_KEY):
         with pytest.raises(openai.RateLimitError) as full:
             keyed.sdk(USER_KEY).completions.create(model="gpt", prompt="Hi", max_tokens=2)
         assert full.value.status_code == 429 and full.value.code == "rate_limit_exceeded"
         assert int(full.value.response.headers["retry-after"]) >= 1
-    finally:
-        for call in holders:
-            call.cancel()
-    wait_for(lambda: engine.num_running == 0 and engine.num_waiting == 0,
-             what="the held requests to be cancelled")
 
 
 def test_unreachable_backend_is_503(tmp_path: Path) -> None:

@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_harness import ServerThread, server_config, tiny_byte_checkpoint
+from server_harness import GRPCURL, ServerThread, server_config, tiny_byte_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parent.parent
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 USER, ADMIN = "user-key-7", "admin-key-7"
 
 

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_harness import ServerThread, server_config, tiny_byte_checkpoint
+from server_harness import GRPCURL, ServerThread, server_config, tiny_byte_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 
 
 def grpcurl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

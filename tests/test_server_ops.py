@@ -7,7 +7,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server_harness import (
+    GRPCURL,
     ServerThread,
     greedy,
     rpc_error,
@@ -30,7 +30,6 @@ from nanollm.v1 import generate_pb2, generate_pb2_grpc, model_admin_pb2
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 M = model_admin_pb2

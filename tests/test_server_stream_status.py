@@ -5,13 +5,12 @@ or the generator closed at its `yield`)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from server_harness import (
+    GRPCURL,
     ServerThread,
     server_config,
     stream_request,
@@ -21,7 +20,6 @@ from server_harness import (
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-GRPCURL = str(Path(sys.executable).parent / "grpcurl")  # installed with the dev extras
 STREAM = "/nanollm.v1.GenerateService/StreamGenerate"
 LONG = 50_000  # tokens: far more than the deadline lets through
 TRIES = 10  # the generator was closed at its yield in about one stream in four

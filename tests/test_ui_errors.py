@@ -12,10 +12,8 @@ from typing import Any
 import httpx2
 import pytest
 from gateway_harness import GatewayThread
-from server_harness import wait_for
+from server_harness import queue_held
 from ui_browser import UiStack, browser, new_page, screenshot, text, ui_stack, wait_text
-
-from nanollm.v1 import generate_pb2
 
 __all__ = ["browser"]  # a fixture used by name
 
@@ -87,26 +85,12 @@ def test_out_of_range_values_show_the_servers_message(keyed_page: Any, stack: Ui
 
 
 def test_full_queue_says_when_to_try_again(keyed_page: Any, stack: UiStack) -> None:
-    engine = stack.server.engine()
-    metadata = (("authorization", f"Bearer {USER_KEY}"),)
-    holders = [stack.server.generate.StreamGenerate(generate_pb2.StreamGenerateRequest(
-        # stop_at_eos off: a held request that drew <|endoftext|> would end and free the queue
-        prompt="hold", sampling=generate_pb2.SamplingParams(max_tokens=90_000,
-                                                            stop_at_eos=False)),
-        metadata=metadata) for _ in range(2)]
-    try:
-        wait_for(lambda: engine.num_waiting == 1, timeout=30,
-                 what="one running and one queued request")
+    with queue_held(stack.server, USER_KEY):
         refused = httpx2.post(f"{stack.url}/v1/completions", timeout=30,
                               json={"model": "gpt", "prompt": "ROMEO:", "max_tokens": 5},
                               headers={"Authorization": f"Bearer {USER_KEY}"})
         keyed_page.fill("#pg-max-tokens", "5")
         message = generate(keyed_page)
-    finally:
-        for call in holders:
-            call.cancel()
-    wait_for(lambda: engine.num_running == 0 and engine.num_waiting == 0,
-             what="the held requests to be cancelled")
     assert refused.status_code == 429
     wait = int(refused.headers["Retry-After"])
     assert message == f"{refused.json()['error']['message']} (try again in {wait} s)"
