@@ -27,37 +27,17 @@ shift $((OPTIND - 1))
 [ $# -le 1 ] || usage
 addr="${1:-127.0.0.1:50051}"
 
-if [ -z "${GRPCURL:-}" ]; then
-  here="$(cd "$(dirname "$0")/.." && pwd)"
-  if command -v grpcurl >/dev/null; then GRPCURL=grpcurl
-  elif [ -x "$here/.venv/bin/grpcurl" ]; then GRPCURL="$here/.venv/bin/grpcurl"
-  else echo "grpcurl not found: run make install, or set GRPCURL" >&2; exit 2
-  fi
-fi
+. "$(dirname "$0")/grpcurl_common.sh"
+# grpcurl and -plaintext or TLS (clients/grpcurl_common.sh); the Bearer key rides in the metadata.
+use_grpcurl "$0" "$ca_cert"
 
-# -plaintext unless a CA certificate is given; the Bearer key rides in the metadata.
-conn=(-plaintext)
-[ -z "$ca_cert" ] || conn=(-cacert "$ca_cert")
 user=()
 [ -z "$api_key" ] || user=(-H "authorization: Bearer $api_key")
 # Any key may read the model list; the admin key is used when given.
 models_key=("${user[@]}")
 [ -z "$admin_key" ] || models_key=(-H "authorization: Bearer $admin_key")
 
-# Print each command so it can be pasted into a shell (keys masked), then run it.
-show() {
-  case "$1" in
-    "authorization: Bearer "*) printf " 'authorization: Bearer <key>'" ;;
-    *[!A-Za-z0-9_./:=@-]*) printf " '%s'" "${1//\'/\'\\\'\'}" ;;
-    *) printf ' %s' "$1" ;;
-  esac
-}
-run() {
-  { printf '+ grpcurl'; for arg in "${conn[@]}" "$@"; do show "$arg"; done; echo; } >&2
-  "$GRPCURL" "${conn[@]}" "$@"
-}
-# The prompt as a JSON string (quotes and backslashes escaped).
-json_prompt=$(printf '%s' "$prompt" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
+json_prompt=$(json_string "$prompt")
 
 echo "== services (reflection)"
 run "$addr" list

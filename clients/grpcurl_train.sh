@@ -32,33 +32,13 @@ shift $((OPTIND - 1))
 [[ "$iters" =~ ^[1-9][0-9]*$ ]] || { echo "$0: -n needs a positive number" >&2; exit 2; }
 addr="${1:-127.0.0.1:50051}"
 
-if [ -z "${GRPCURL:-}" ]; then
-  here="$(cd "$(dirname "$0")/.." && pwd)"
-  if command -v grpcurl >/dev/null; then GRPCURL=grpcurl
-  elif [ -x "$here/.venv/bin/grpcurl" ]; then GRPCURL="$here/.venv/bin/grpcurl"
-  else echo "grpcurl not found: run make install, or set GRPCURL" >&2; exit 2
-  fi
-fi
+. "$(dirname "$0")/grpcurl_common.sh"
+use_grpcurl "$0" "$ca_cert"
 
-conn=(-plaintext)
-[ -z "$ca_cert" ] || conn=(-cacert "$ca_cert")
 admin=()
 [ -z "$admin_key" ] || admin=(-H "authorization: Bearer $admin_key")
 
-# Print each command so it can be pasted into a shell (the key masked), then run it.
-show() {
-  case "$1" in
-    "authorization: Bearer "*) printf " 'authorization: Bearer <key>'" ;;
-    *[!A-Za-z0-9_./:=@-]*) printf " '%s'" "${1//\'/\'\\\'\'}" ;;
-    *) printf ' %s' "$1" ;;
-  esac
-}
-run() {
-  { printf '+ grpcurl'; for arg in "${conn[@]}" "$@"; do show "$arg"; done; echo; } >&2
-  "$GRPCURL" "${conn[@]}" "$@"
-}
-# The data path as a JSON string (quotes and backslashes escaped).
-json_data=$(printf '%s' "$data" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g')
+json_data=$(json_string "$data")
 spec="{\"spec\": {\"name\": \"grpcurl demo\",
   \"scratch\": {\"n_layer\": 2, \"n_head\": 2, \"n_embd\": 64, \"block_size\": 64, \"tokenizer\": \"byte\"},
   \"training\": {\"max_iters\": $iters, \"batch_size\": 8, \"learning_rate\": 0.002,
