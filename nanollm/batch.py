@@ -268,15 +268,20 @@ class DecodeBatch:
         seq = row.sequence
         V = self.tokenizer.vocab_size
         log_probs = torch.log_softmax(logits[:, :V].float(), dim=-1)  # (T, V)
-        dists = ([row.carry] if row.carry is not None else []) + list(log_probs[:-1])
-        predicted = tokens if row.carry is not None else tokens[1:]
-        for dist, token in zip(dists, predicted, strict=True):
-            seq.prompt_logprobs.append(float(dist[token]))  # type: ignore[union-attr]
-            if seq.prompt_top_logprobs is not None:
-                values, ids = torch.topk(dist, min(seq.config.top_logprobs, V))
-                seq.prompt_top_logprobs.append(list(zip(ids.tolist(), values.tolist(),
-                                                        strict=True)))
+        if row.carry is None:  # the prompt's first token has no log-probability
+            dists, predicted = log_probs[:-1], tokens[1:]  # (T-1, V)
+        else:
+            dists, predicted = torch.cat([row.carry[None], log_probs[:-1]]), tokens  # (T, V)
         row.carry = log_probs[-1] if row.pending else None
+        if not predicted:
+            return
+        ids = torch.tensor(predicted, device=dists.device)[:, None]  # (N, 1)
+        seq.prompt_logprobs.extend(dists.gather(1, ids)[:, 0].tolist())  # type: ignore[union-attr]
+        if seq.prompt_top_logprobs is not None:
+            values, best = torch.topk(dists, min(seq.config.top_logprobs, V), dim=-1)  # (N, k)
+            seq.prompt_top_logprobs.extend(
+                list(zip(b, v, strict=True)) for b, v in zip(best.tolist(), values.tolist(),
+                                                            strict=True))
 
     def _end_unsampled(self, slot: int) -> StepOutput:
         """A row that only scored its prompt (max_tokens = 0) ends now."""
